@@ -35,6 +35,10 @@ import org.sparkquant.SparkQuantException;
  *
  * <p><b>Damping.</b> H[i,i] += p·mean(diag H) with p = dampPercent; when the Cholesky factorization fails, p grows by
  * dampAutoIncrement and the factorization is retried from the undamped H while p &lt; 1 (GPTQModel's rule).
+ *
+ * <p><b>Reproducibility.</b> LAPACK's blocked factorizations call OpenBLAS kernels whose last bits depend on the
+ * thread count, so U can differ in the last bit between OpenBLAS thread settings; it is computed once and
+ * broadcast, so all row blocks of a matrix use the same U. Step (b) does not depend on the thread count.
  */
 public final class GptqPreparation implements Serializable {
     private static final long serialVersionUID = 1L;

@@ -17,15 +17,18 @@ import org.sparkquant.SparkQuantException;
  * {@link GptqPreparation}. Follows AutoGPTQ's {@code fasterquant} operation by operation (see formats.md §2).
  *
  * <p><b>Row-partition invariance.</b> Rows never mix in GPTQ, so the only way a row's bits could depend on which
- * other rows are quantized with it is the block update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (sgemm/dgemm, rows on M).
- * OpenBLAS computes rows that fall into a partial micro-tile (M not a multiple of the kernel's unroll) with edge
- * code whose rounding differs, and its thread split moves those edges. Rows are therefore padded with zero rows to
- * a multiple of {@value #ROW_ALIGN}: every real row is then computed by the full kernel with the same K-order no
- * matter how the rows were partitioned or how many threads OpenBLAS uses (checked by the tests). The per-column
- * work is done row by row in Java (rows in parallel), which is deterministic by construction.
+ * other rows are quantized with it is the block update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (sgemm/dgemm with rows on
+ * M and the remaining columns on N). OpenBLAS computes elements that fall into a partial micro-tile (M or N not a
+ * multiple of the kernel's unroll) with edge code that rounds differently, and where the edges fall depends on M
+ * and on how its threads split the matrix (measured: M = 300 rows vs. chunks of 7 rows, or 1 vs. 2 threads with
+ * N = 172, change ~1 % of the elements in the last bit). So the working matrix is padded with zero rows and zero
+ * columns to multiples of {@value #ALIGN}, and the block size is a multiple of 16: every gemm then has M and N
+ * multiples of 16 and every real element is computed by the full kernel with the same K order, whatever the row
+ * partition or thread count (checked by the tests). The per-column work is done row by row in Java (rows in
+ * parallel), deterministic by construction.
  */
 final class GptqSolver {
-    static final int ROW_ALIGN = 64;
+    static final int ALIGN = 64;
     /** Bytes of native working matrix per chunk of rows. */
     private static final long CHUNK_BYTES = 256L << 20;
 
@@ -48,7 +51,7 @@ final class GptqSolver {
         Output out = new Output(rowCount, n, groups);
         boolean f32 = cfg.precision() == Precision.FP32;
         long rowBytes = (long) n * (f32 ? 4 : 8);
-        int chunk = (int) Math.max(ROW_ALIGN, CHUNK_BYTES / rowBytes / ROW_ALIGN * ROW_ALIGN);
+        int chunk = (int) Math.max(ALIGN, CHUNK_BYTES / rowBytes / ALIGN * ALIGN);
         chunk = Math.min(chunk, roundUp(Math.max(rowCount, 1)));
         for (int r0 = 0; r0 < rowCount; r0 += chunk) {
             new Chunk(prep, rows, r0, Math.min(chunk, rowCount - r0), out).run();
@@ -57,8 +60,8 @@ final class GptqSolver {
                 out.dequantized, out.losses);
     }
 
-    static int roundUp(int rows) {
-        return (rows + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+    static int roundUp(int count) {
+        return (count + ALIGN - 1) / ALIGN * ALIGN;
     }
 
     private static final class Output {
@@ -77,7 +80,7 @@ final class GptqSolver {
         }
     }
 
-    /** Rows [r0, r0+m) padded to a multiple of ROW_ALIGN, with their native working copy of W. */
+    /** Rows [r0, r0+m), with their native working copy of W padded to [roundUp(m), roundUp(n)]. */
     private static final class Chunk {
         private final GptqPreparation prep;
         private final QuantConfig cfg;
@@ -87,6 +90,8 @@ final class GptqSolver {
         private final int m;
         private final int padded;
         private final int n;
+        /** Row stride of the native W: n padded with zero columns. */
+        private final int np;
         private final int g;
         private final int groups;
         private final boolean f32;
@@ -112,6 +117,7 @@ final class GptqSolver {
             this.m = m;
             this.padded = roundUp(m);
             this.n = prep.columns();
+            this.np = roundUp(n);
             this.g = cfg.groupColumns(n);
             this.groups = cfg.groups(n);
             this.f32 = cfg.precision() == Precision.FP32;
@@ -123,7 +129,7 @@ final class GptqSolver {
         }
 
         void run() {
-            long size = (long) padded * n;
+            long size = (long) padded * np;
             if (f32) {
                 w32 = new FloatPointer(size).zero();
                 w32v = w32.asBuffer();
@@ -137,8 +143,8 @@ final class GptqSolver {
                 long errSize = (long) padded * bs;
                 FloatPointer err32 = f32 ? new FloatPointer(errSize).zero() : null;
                 DoublePointer err64 = f32 ? null : new DoublePointer(errSize).zero();
-                FloatPointer hb32 = f32 ? new FloatPointer((long) bs * n) : null;
-                DoublePointer hb64 = f32 ? null : new DoublePointer((long) bs * n);
+                FloatPointer hb32 = f32 ? new FloatPointer((long) bs * np) : null;
+                DoublePointer hb64 = f32 ? null : new DoublePointer((long) bs * np);
                 try {
                     for (int i1 = 0; i1 < n; i1 += bs) {
                         block(i1, Math.min(n, i1 + bs), err32, err64, hb32, hb64);
@@ -193,13 +199,13 @@ final class GptqSolver {
                 for (int k = 0; k < n; k++) {
                     p[k] = (float) w[perm[k]];
                 }
-                w32v.put(r * n, p, 0, n);
+                w32v.put(r * np, p, 0, n);
             } else {
                 double[] p = new double[n];
                 for (int k = 0; k < n; k++) {
                     p[k] = w[perm[k]];
                 }
-                w64v.put(r * n, p, 0, n);
+                w64v.put(r * np, p, 0, n);
             }
         }
 
@@ -228,15 +234,26 @@ final class GptqSolver {
             DoubleBuffer e64v = f32 ? null : err64.asBuffer();
             IntStream.range(0, m).parallel().forEach(r -> rowBlock(r, i1, i2, hd, e32v, e64v));
             if (i2 < n) {
-                // W[:, i2:] -= Err1 · U[i1:i2, i2:]
+                // W[:, i2:] -= Err1 · U[i1:i2, i2:], over the padded width (U's padding columns are zero)
+                int wp = np - i1;
                 if (f32) {
-                    hb32.put(prep.block32(b), 0, cnt * width);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, n - i2, cnt, -1f, err32, bs,
-                            hb32.getPointer(cnt), width, 1f, w32.getPointer(i2), n);
+                    float[] blk = prep.block32(b);
+                    float[] zeros = new float[np - n];
+                    for (int i = 0; i < cnt; i++) {
+                        hb32.getPointer((long) i * wp).put(blk, i * width, width);
+                        hb32.getPointer((long) i * wp + width).put(zeros, 0, zeros.length);
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, np - i2, cnt, -1f, err32, bs,
+                            hb32.getPointer(cnt), wp, 1f, w32.getPointer(i2), np);
                 } else {
-                    hb64.put(prep.block64(b), 0, cnt * width);
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, n - i2, cnt, -1.0, err64, bs,
-                            hb64.getPointer(cnt), width, 1.0, w64.getPointer(i2), n);
+                    double[] blk = prep.block64(b);
+                    double[] zeros = new double[np - n];
+                    for (int i = 0; i < cnt; i++) {
+                        hb64.getPointer((long) i * wp).put(blk, i * width, width);
+                        hb64.getPointer((long) i * wp + width).put(zeros, 0, zeros.length);
+                    }
+                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, np - i2, cnt, -1.0, err64, bs,
+                            hb64.getPointer(cnt), wp, 1.0, w64.getPointer(i2), np);
                 }
             }
         }
@@ -330,7 +347,7 @@ final class GptqSolver {
         }
 
         private void readW(int r, int c0, int len, double[] dst) {
-            int at = r * n + c0;
+            int at = r * np + c0;
             if (f32) {
                 float[] f = new float[len];
                 w32v.get(at, f, 0, len);

@@ -263,8 +263,13 @@ public final class HessianAccumulator implements Serializable {
         lo[k] = sum;
     }
 
-    private static double toDouble(long h, long l) {
-        return h * 0x1p16 + (l >>> 1) * 0x1p-47;
+    /** The 128-bit value h·2^64 + unsigned(l), times 2^−48, rounded to double without cancellation. */
+    static double toDouble(long h, long l) {
+        if (h == (int) h) {
+            long top = (h << 32) | (l >>> 32); // the value >> 32, exact in a long
+            return top * 0x1p-16 + (l & 0xFFFFFFFFL) * 0x1p-48;
+        }
+        return h * 0x1p16 + (l >>> 11) * 0x1p-37; // |value| >= 2^47: the low bits are far below the double ulp
     }
 
     // ---------------------------------------------------------------- merging and finishing
