@@ -50,7 +50,7 @@ final class GptqSolver {
         }
         Output out = new Output(rowCount, n, groups);
         boolean f32 = cfg.precision() == Precision.FP32;
-        long rowBytes = (long) n * (f32 ? 4 : 8);
+        long rowBytes = (long) roundUp(n) * (f32 ? 4 : 8);
         int chunk = (int) Math.max(ALIGN, CHUNK_BYTES / rowBytes / ALIGN * ALIGN);
         chunk = Math.min(chunk, roundUp(Math.max(rowCount, 1)));
         for (int r0 = 0; r0 < rowCount; r0 += chunk) {
@@ -98,7 +98,7 @@ final class GptqSolver {
         private final Output out;
         private final int[] perm;
         private final boolean[] dead;
-        // Native working W [padded, n] row-major in permuted column order, and the block error matrix.
+        // Native working W [padded, np], row-major, permuted column order; zero padding rows and columns.
         private FloatPointer w32;
         private FloatBuffer w32v;
         private DoublePointer w64;
@@ -215,24 +215,24 @@ final class GptqSolver {
             int width = n - i1;
             int bs = cfg.blockSize();
             int b = i1 / bs;
-            // Hinv1 = U[i1:i2, i1:i2] as double (exact for float).
-            double[] hd = new double[cnt * cnt];
             if (f32) {
+                // Hinv1 = U[i1:i2, i1:i2]
                 float[] blk = prep.block32(b);
-                for (int i = 0; i < cnt; i++) {
-                    for (int j = i; j < cnt; j++) {
-                        hd[i * cnt + j] = blk[i * width + j];
-                    }
-                }
-            } else {
-                double[] blk = prep.block64(b);
+                float[] hd = new float[cnt * cnt];
                 for (int i = 0; i < cnt; i++) {
                     System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
                 }
+                FloatBuffer ev = err32.asBuffer();
+                IntStream.range(0, m).parallel().forEach(r -> rowBlock32(r, i1, i2, hd, ev));
+            } else {
+                double[] blk = prep.block64(b);
+                double[] hd = new double[cnt * cnt];
+                for (int i = 0; i < cnt; i++) {
+                    System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
+                }
+                DoubleBuffer ev = err64.asBuffer();
+                IntStream.range(0, m).parallel().forEach(r -> rowBlock64(r, i1, i2, hd, ev));
             }
-            FloatBuffer e32v = f32 ? err32.asBuffer() : null;
-            DoubleBuffer e64v = f32 ? null : err64.asBuffer();
-            IntStream.range(0, m).parallel().forEach(r -> rowBlock(r, i1, i2, hd, e32v, e64v));
             if (i2 < n) {
                 // W[:, i2:] -= Err1 · U[i1:i2, i2:], over the padded width (U's padding columns are zero)
                 int wp = np - i1;
@@ -258,92 +258,118 @@ final class GptqSolver {
             }
         }
 
-        /** The sequential column loop of one row over block [i1, i2). */
-        private void rowBlock(int r, int i1, int i2, double[] hd, FloatBuffer e32v, DoubleBuffer e64v) {
+        /**
+         * Scale and zero for row r at (permuted) column c, written to params[2r], params[2r+1]. At a group start
+         * (non-static groups) they are found from the global W — previous blocks' updates, not this block's, as in
+         * AutoGPTQ — and recorded in the output.
+         */
+        private int paramsAt(int r, int c, double[] scratch) {
+            if (staticParams != null) {
+                return (r * groups + (cfg.descAct() ? perm[c] : c) / g) * 2 + STATIC;
+            }
+            if (cfg.groupSize() != -1 && c % g == 0) {
+                int len = Math.min(g, n - c);
+                readW(r, c, len, scratch);
+                quantizer.findParams(scratch, 0, len, params, 2 * r);
+                int at = (r0 + r) * groups + c / g;
+                out.scales[at] = (float) params[2 * r];
+                out.zeros[at] = (int) params[2 * r + 1];
+            }
+            return 2 * r;
+        }
+
+        private static final int STATIC = 1 << 30; // marks an index into staticParams
+
+        private double param(int at) {
+            return at >= STATIC ? staticParams[at - STATIC] : params[at];
+        }
+
+        /** The sequential column loop of one row over block [i1, i2), float arithmetic as in the reference. */
+        private void rowBlock32(int r, int i1, int i2, float[] hd, FloatBuffer ev) {
             int cnt = i2 - i1;
-            double[] w1 = readW(r, i1, cnt);
-            double[] err = new double[cnt];
+            float[] w1 = new float[cnt];
+            w32v.get(r * np + i1, w1, 0, cnt);
+            float[] err = new float[cnt];
+            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
+            float maxq = cfg.maxq();
             int outRow = r0 + r;
             double loss = 0;
-            double[] group = null;
             for (int i = 0; i < cnt; i++) {
                 int c = i1 + i;
-                double scale;
-                double zero;
-                if (staticParams != null) {
-                    int at = (r * groups + (cfg.descAct() ? perm[c] : c) / g) * 2;
-                    scale = staticParams[at];
-                    zero = staticParams[at + 1];
-                } else {
-                    if (cfg.groupSize() != -1 && c % g == 0) {
-                        // Group params from the global W: previous blocks' updates, not this block's (AutoGPTQ).
-                        int len = Math.min(g, n - c);
-                        if (group == null) {
-                            group = new double[Math.min(g, n)];
-                        }
-                        readW(r, c, len, group);
-                        quantizer.findParams(group, 0, len, params, 2 * r);
-                        int at = outRow * groups + c / g;
-                        out.scales[at] = (float) params[2 * r];
-                        out.zeros[at] = (int) params[2 * r + 1];
-                    }
-                    scale = params[2 * r];
-                    zero = params[2 * r + 1];
-                }
-                double w = w1[i];
-                double d = hd[i * cnt + i];
-                double q = quantizer.code(w, scale, zero);
-                double dq = r(scale * (q - zero));
-                int at = outRow * n + perm[c];
-                out.codes[at] = (byte) (int) q;
-                out.dequantized[at] = (float) dq;
-                double diff = r(w - dq);
-                loss += r(r(diff * diff) / r(d * d));
-                double e = r(diff / d);
+                int at = paramsAt(r, c, scratch);
+                float scale = (float) param(at);
+                float zero = (float) param(at + 1);
+                float w = w1[i];
+                float d = hd[i * cnt + i];
+                float q = (float) Math.rint(w / scale) + zero;
+                q = q < 0 ? 0 : (q > maxq ? maxq : q);
+                float dq = scale * (q - zero);
+                int o = outRow * n + perm[c];
+                out.codes[o] = (byte) (int) q;
+                out.dequantized[o] = dq;
+                float diff = w - dq;
+                loss += diff * diff / (d * d);
+                float e = diff / d;
                 err[i] = e;
                 int h0 = i * cnt;
-                if (f32) {
-                    for (int j = i + 1; j < cnt; j++) {
-                        w1[j] = (float) (w1[j] - (float) (e * hd[h0 + j]));
-                    }
-                } else {
-                    for (int j = i + 1; j < cnt; j++) {
-                        w1[j] -= e * hd[h0 + j];
-                    }
+                for (int j = i + 1; j < cnt; j++) {
+                    w1[j] -= e * hd[h0 + j];
                 }
             }
             out.losses[outRow] += loss;
-            if (f32) {
-                float[] e = new float[cnt];
-                for (int i = 0; i < cnt; i++) {
-                    e[i] = (float) err[i];
-                }
-                e32v.put(r * cfg.blockSize(), e, 0, cnt);
-            } else {
-                e64v.put(r * cfg.blockSize(), err, 0, cnt);
-            }
-            if (cfg.groupSize() == -1 || staticParams != null) {
-                // whole-row or static params are known up front
-                if (i1 == 0) {
-                    for (int gi = 0; gi < groups; gi++) {
-                        int at = outRow * groups + gi;
-                        int src = staticParams != null ? (r * groups + gi) * 2 : 2 * r;
-                        double[] p = staticParams != null ? staticParams : params;
-                        out.scales[at] = (float) p[src];
-                        out.zeros[at] = (int) p[src + 1];
-                    }
-                }
-            }
+            ev.put(r * cfg.blockSize(), err, 0, cnt);
+            recordFixedParams(r, i1);
         }
 
-        private double r(double v) {
-            return f32 ? (float) v : v;
+        /** As {@link #rowBlock32} in double. */
+        private void rowBlock64(int r, int i1, int i2, double[] hd, DoubleBuffer ev) {
+            int cnt = i2 - i1;
+            double[] w1 = new double[cnt];
+            w64v.get(r * np + i1, w1, 0, cnt);
+            double[] err = new double[cnt];
+            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
+            double maxq = cfg.maxq();
+            int outRow = r0 + r;
+            double loss = 0;
+            for (int i = 0; i < cnt; i++) {
+                int c = i1 + i;
+                int at = paramsAt(r, c, scratch);
+                double scale = param(at);
+                double zero = param(at + 1);
+                double w = w1[i];
+                double d = hd[i * cnt + i];
+                double q = Math.rint(w / scale) + zero;
+                q = q < 0 ? 0 : (q > maxq ? maxq : q);
+                double dq = scale * (q - zero);
+                int o = outRow * n + perm[c];
+                out.codes[o] = (byte) (int) q;
+                out.dequantized[o] = (float) dq;
+                double diff = w - dq;
+                loss += diff * diff / (d * d);
+                double e = diff / d;
+                err[i] = e;
+                int h0 = i * cnt;
+                for (int j = i + 1; j < cnt; j++) {
+                    w1[j] -= e * hd[h0 + j];
+                }
+            }
+            out.losses[outRow] += loss;
+            ev.put(r * cfg.blockSize(), err, 0, cnt);
+            recordFixedParams(r, i1);
         }
 
-        private double[] readW(int r, int c0, int len) {
-            double[] d = new double[len];
-            readW(r, c0, len, d);
-            return d;
+        /** Whole-row (group −1) and static params are known up front: record them once. */
+        private void recordFixedParams(int r, int i1) {
+            if (i1 != 0 || (cfg.groupSize() != -1 && staticParams == null)) {
+                return;
+            }
+            for (int gi = 0; gi < groups; gi++) {
+                int at = (r0 + r) * groups + gi;
+                double[] p = staticParams != null ? staticParams : params;
+                int src = staticParams != null ? (r * groups + gi) * 2 : 2 * r;
+                out.scales[at] = (float) p[src];
+                out.zeros[at] = (int) p[src + 1];
+            }
         }
 
         private void readW(int r, int c0, int len, double[] dst) {

@@ -203,7 +203,13 @@ public final class HessianAccumulator implements Serializable {
                                 c.getPointer(rows), width);
                     }
                     FloatBuffer view = s.products32View();
-                    accumulateBlock(b, rows, width, k -> view.get(k));
+                    accumulateBlock(b, rows, width, (i, row) -> {
+                        float[] f = new float[width - i];
+                        view.get(i * width + i, f, 0, f.length);
+                        for (int j = 0; j < f.length; j++) {
+                            row[i + j] = f[j];
+                        }
+                    });
                 } else {
                     DoublePointer c = s.products64();
                     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, rows, unitTokens, 1.0, xd.getPointer(r0),
@@ -214,7 +220,7 @@ public final class HessianAccumulator implements Serializable {
                                 c.getPointer(rows), width);
                     }
                     DoubleBuffer view = s.products64View();
-                    accumulateBlock(b, rows, width, view::get);
+                    accumulateBlock(b, rows, width, (i, row) -> view.get(i * width + i, row, i, width - i));
                 }
             }
         }
@@ -222,18 +228,24 @@ public final class HessianAccumulator implements Serializable {
         tokens += unitTokens;
     }
 
-    private interface Source {
-        double get(int index);
+    /** Copies row i of a product block, columns [i, width), into {@code row} at the same positions. */
+    private interface RowReader {
+        void read(int i, double[] row);
     }
 
     /** Adds the upper part of a product block (row i from column i on) into the fixed-point sums, rows in parallel. */
-    private void accumulateBlock(int b, int rows, int width, Source products) {
+    private void accumulateBlock(int b, int rows, int width, RowReader products) {
         long[] h = hi[b];
         long[] l = lo[b];
-        IntStream.range(0, rows).parallel().forEach(i -> {
-            int base = i * width;
-            for (int j = i; j < width; j++) {
-                add128(h, l, base + j, products.get(base + j));
+        int strip = 16;
+        IntStream.range(0, (rows + strip - 1) / strip).parallel().forEach(s -> {
+            double[] row = new double[width];
+            for (int i = s * strip; i < Math.min(rows, (s + 1) * strip); i++) {
+                products.read(i, row);
+                int base = i * width;
+                for (int j = i; j < width; j++) {
+                    add128(h, l, base + j, row[j]);
+                }
             }
         });
     }

@@ -14,8 +14,8 @@ import org.sparkquant.testing.TestPython;
 
 /**
  * Runs python/gptq_reference.py live on fresh random data (seed from GPTQ_LIVE_SEED, default 7; the committed
- * fixtures use another) and holds
- * Java to the same tie-aware agreement as the golden test. Skipped without python + torch.
+ * fixtures use another) and holds Java to the same tie-aware agreement as the golden test. Skipped without python
+ * and torch.
  */
 class GptqReferenceLiveTest {
     @Test
