@@ -26,13 +26,15 @@ public final class ModelInventory implements Serializable {
     private final List<List<LinearModule>> layers;
     private final Map<String, long[]> expected;
     private final Map<String, TensorInfo> tensors;
+    private final Map<String, String> shards;
 
     private ModelInventory(ModelConfig config, List<List<LinearModule>> layers, Map<String, long[]> expected,
-            Map<String, TensorInfo> tensors) {
+            Map<String, TensorInfo> tensors, Map<String, String> shards) {
         this.config = config;
         this.layers = layers;
         this.expected = expected;
         this.tensors = tensors;
+        this.shards = shards;
     }
 
     /** The inventory of a config alone (no checkpoint), e.g. for planning. */
@@ -79,7 +81,7 @@ public final class ModelInventory implements Serializable {
             expected.put("lm_head.weight", new long[] {config.vocabSize(), h});
         }
         return new ModelInventory(config, Collections.unmodifiableList(layers), Collections.unmodifiableMap(expected),
-                Map.of());
+                Map.of(), Map.of());
     }
 
     /** The inventory checked against a checkpoint's headers. */
@@ -103,10 +105,13 @@ public final class ModelInventory implements Serializable {
             }
             tensors.put(name, info);
         }
+        Map<String, String> shards = new LinkedHashMap<>();
         for (String name : store.names()) {
             tensors.putIfAbsent(name, store.info(name));
+            shards.put(name, store.shardOf(name));
         }
-        return new ModelInventory(config, plan.layers, plan.expected, Collections.unmodifiableMap(tensors));
+        return new ModelInventory(config, plan.layers, plan.expected, Collections.unmodifiableMap(tensors),
+                Collections.unmodifiableMap(shards));
     }
 
     public ModelConfig config() {
@@ -125,6 +130,11 @@ public final class ModelInventory implements Serializable {
     /** Every tensor of the checkpoint (expected ones first), empty for a config-only inventory. */
     public Map<String, TensorInfo> tensors() {
         return tensors;
+    }
+
+    /** The shard file holding a tensor, or null for a config-only inventory. */
+    public String shardOf(String tensor) {
+        return shards.get(tensor);
     }
 
     /** Names of the tensors the architecture requires, in a stable order. */
