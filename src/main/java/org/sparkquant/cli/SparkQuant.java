@@ -38,6 +38,8 @@ public final class SparkQuant implements Runnable {
     public static int execute(PrintWriter out, PrintWriter err, String... args) {
         boolean verbose = Arrays.asList(args).contains("--verbose");
         CommandLine cli = new CommandLine(new SparkQuant());
+        // options from a --config job file come first; the same option on the command line overrides them
+        cli.setOverwrittenOptionsAllowed(true);
         cli.setOut(out);
         cli.setErr(err);
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
@@ -54,7 +56,15 @@ public final class SparkQuant implements Runnable {
             err.flush();
             return failure != null ? failure.exitCode() : 1;
         });
-        return cli.execute(args);
+        String[] expanded;
+        try {
+            expanded = JobFile.expand(args);
+        } catch (SparkQuantException e) {
+            err.println("sparkquant: error: " + e.getMessage());
+            err.flush();
+            return e.exitCode();
+        }
+        return cli.execute(expanded);
     }
 
     /** A SparkQuantException anywhere in the cause chain (Spark wraps executor failures). */
