@@ -244,15 +244,6 @@ public final class GgufLayout {
                 }
                 break;
             }
-            case ARRAY: {
-                List<?> a = (List<?>) o;
-                b.u64(a.size());
-                for (Object x : a) {
-                    GgufValue inner = (GgufValue) x;
-                    writeArray(b, inner.elementType(), inner.value());
-                }
-                break;
-            }
             default:
                 throw new IllegalStateException(et.toString());
         }

@@ -21,8 +21,6 @@ import org.sparkquant.SparkQuantException;
  * size before anything is allocated, so a corrupt header cannot exhaust memory.
  */
 public final class GgufReader implements Closeable {
-    private static final int MAX_ARRAY_DEPTH = 4;
-
     private final GgufSource source;
     private final String file;
     private final long fileSize;
@@ -76,7 +74,7 @@ public final class GgufReader implements Closeable {
             if (t == null) {
                 throw fail("metadata key '" + key + "' has unknown value type " + typeId);
             }
-            md.put(key, value(c, t, key, 0));
+            md.put(key, value(c, t, key));
         }
         this.metadata = Collections.unmodifiableMap(md);
         try {
@@ -287,7 +285,7 @@ public final class GgufReader implements Closeable {
         return b.toString();
     }
 
-    private GgufValue value(Cursor c, GgufValueType t, String key, int depth) throws IOException {
+    private GgufValue value(Cursor c, GgufValueType t, String key) throws IOException {
         switch (t) {
             case UINT8:
                 return GgufValue.of(t, null, (long) (c.u8(key) & 0xff));
@@ -318,23 +316,23 @@ public final class GgufReader implements Closeable {
             case STRING:
                 return GgufValue.of(t, null, c.string(key));
             case ARRAY:
-                return array(c, key, depth);
+                return array(c, key);
             default:
                 throw new IllegalStateException(t.toString());
         }
     }
 
-    private GgufValue array(Cursor c, String key, int depth) throws IOException {
-        if (depth >= MAX_ARRAY_DEPTH) {
-            throw fail("metadata key '" + key + "' nests arrays deeper than " + MAX_ARRAY_DEPTH);
-        }
+    private GgufValue array(Cursor c, String key) throws IOException {
         long etId = c.u32(key) & 0xffffffffL;
         GgufValueType et = GgufValueType.fromIdOrNull(etId);
         if (et == null) {
             throw fail("metadata key '" + key + "' is an array of unknown type " + etId);
         }
+        if (et == GgufValueType.ARRAY) {
+            throw fail("metadata key '" + key + "' is an array of arrays, which ggml does not support");
+        }
         long n = c.u64(key);
-        int minSize = et == GgufValueType.STRING ? 8 : et == GgufValueType.ARRAY ? 12 : et.size();
+        int minSize = et == GgufValueType.STRING ? 8 : et.size();
         if (n < 0 || n > c.remaining() / minSize || n > Integer.MAX_VALUE - 8) {
             throw fail("metadata key '" + key + "': array of " + Long.toUnsignedString(n) + " " + et
                     + " values does not fit in the file");
@@ -401,13 +399,6 @@ public final class GgufReader implements Closeable {
                 List<String> a = new ArrayList<>(len);
                 for (int i = 0; i < len; i++) {
                     a.add(c.string(key));
-                }
-                return GgufValue.of(GgufValueType.ARRAY, et, Collections.unmodifiableList(a));
-            }
-            case ARRAY: {
-                List<GgufValue> a = new ArrayList<>(len);
-                for (int i = 0; i < len; i++) {
-                    a.add(array(c, key, depth + 1));
                 }
                 return GgufValue.of(GgufValueType.ARRAY, et, Collections.unmodifiableList(a));
             }

@@ -8,7 +8,7 @@ import java.util.Objects;
  * One GGUF metadata value. Scalars: integer types hold a {@link Long} (UINT64 as the unsigned bit pattern),
  * FLOAT32 a {@link Float}, FLOAT64 a {@link Double}, BOOL a {@link Boolean}, STRING a {@link String}. Arrays hold
  * a primitive array of the element type (byte[] for UINT8/INT8, short[], int[], long[], float[], double[],
- * boolean[]), a {@code List<String>} for strings, or a {@code List<GgufValue>} for arrays of arrays.
+ * boolean[]) or a {@code List<String>} for strings. Arrays of arrays are not supported: ggml refuses them.
  */
 public final class GgufValue {
     private final GgufValueType type;
@@ -90,8 +90,8 @@ public final class GgufValue {
     }
 
     /**
-     * An array of any element type; {@code elements} must be the representation documented on this class
-     * (it is copied).
+     * An array of any element type but ARRAY; {@code elements} must be the representation documented on this
+     * class (it is copied).
      */
     public static GgufValue array(GgufValueType elementType, Object elements) {
         Object copy;
@@ -123,14 +123,6 @@ public final class GgufValue {
                 break;
             case STRING:
                 return stringArray(castList(elements, String.class));
-            case ARRAY:
-                copy = List.copyOf(castList(elements, GgufValue.class));
-                for (GgufValue v : castList(copy, GgufValue.class)) {
-                    if (v.type != GgufValueType.ARRAY) {
-                        throw new IllegalArgumentException("array of arrays holds a " + v.type);
-                    }
-                }
-                break;
             default:
                 throw new IllegalArgumentException(elementType.toString());
         }

@@ -29,7 +29,7 @@ class GgufFileTest {
 
     @Test
     void roundTripsEveryValueTypeAndTensorType() throws IOException {
-        Map<String, GgufValue> md = GgufTestFiles.allValueTypes(true);
+        Map<String, GgufValue> md = GgufTestFiles.allValueTypes();
         List<GgufTensor> tensors = GgufTestFiles.everyType();
         byte[] file = GgufTestFiles.write(md, tensors, 1, 100);
         GgufLayout layout = GgufLayout.of(md, tensors);
@@ -78,6 +78,7 @@ class GgufFileTest {
         assertThrows(SparkQuantException.class, () -> GgufLayout.of(md, tensors));
         md.put("general.alignment", GgufValue.i32(32));
         assertThrows(SparkQuantException.class, () -> GgufLayout.of(md, tensors));
+        assertThrows(IllegalArgumentException.class, () -> GgufValue.array(GgufValueType.ARRAY, List.of()));
     }
 
     @Test
@@ -179,6 +180,7 @@ class GgufFileTest {
         int tokens = after(f, "tokenizer.ggml.tokens");
         assertReadFails(patched(b -> b.putInt(tokens, 99)), "unknown value type 99");
         assertReadFails(patched(b -> b.putLong(tokens + 8, 1L << 50)), "does not fit");
+        assertReadFails(patched(b -> b.putInt(tokens + 4, 9)), "array of arrays");
         int qName = after(f, "blk.0.attn_q.weight");
         // layout after a tensor name: n_dims u32, ne u64 × n, type u32, offset u64
         assertReadFails(patched(b -> b.putInt(qName, 5)), "5 dimensions");

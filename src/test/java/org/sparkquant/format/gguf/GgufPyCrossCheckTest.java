@@ -32,7 +32,7 @@ class GgufPyCrossCheckTest {
     @Test
     void ggufPyReadsJavaFiles() throws IOException {
         Path python = TestPython.require("gguf", "numpy");
-        Map<String, GgufValue> md = GgufTestFiles.allValueTypes(false); // gguf-py cannot read nested arrays
+        Map<String, GgufValue> md = GgufTestFiles.allValueTypes();
         List<GgufTensor> tensors = GgufTestFiles.everyType();
         byte[] file = GgufTestFiles.write(md, tensors, 11, 1000);
         Path p = tmp.resolve("java.gguf");
@@ -107,6 +107,45 @@ class GgufPyCrossCheckTest {
             TestPython.check(python, List.of("python/gguf_check.py", "--quantize", t.name(), String.valueOf(len),
                     in.toString(), o.toString()), 300);
             assertArrayEquals(Files.readAllBytes(o), GgmlQuant.quantizeRows(t, x, rows, len, null), t.toString());
+        }
+    }
+
+    /**
+     * ggml's own GGUF parser (what llama.cpp loads files with) accepts a Java-written file and sees the same keys,
+     * tensors, types and offsets. Needs a llama.cpp build: set GGML_LIB_DIR to the directory holding
+     * libggml-base.so (see python/gguf_fixtures.py); skipped otherwise.
+     */
+    @Test
+    void ggmlParsesJavaFiles() throws IOException {
+        String dir = System.getenv("GGML_LIB_DIR");
+        org.junit.jupiter.api.Assumptions.assumeTrue(dir != null && Files.exists(Path.of(dir, "libggml-base.so")),
+                "GGML_LIB_DIR with libggml-base.so not set");
+        Path python = TestPython.require("numpy");
+        Map<String, GgufValue> md = GgufTestFiles.allValueTypes();
+        List<GgufTensor> tensors = GgufTestFiles.everyType();
+        Path p = tmp.resolve("java.gguf");
+        Files.write(p, GgufTestFiles.write(md, tensors, 5, 333));
+        Path json = tmp.resolve("ggml.json");
+        TestPython.check(python, List.of("python/gguf_check.py", "--ggml", dir, p.toString(), json.toString()), 120);
+        JsonNode s = new ObjectMapper().readTree(json.toFile());
+        assertTrue(s.get("ok").asBoolean(), "gguf_init_from_file rejected the file");
+        GgufLayout layout = GgufLayout.of(md, tensors);
+        assertEquals(3, s.get("version").asInt());
+        assertEquals(32, s.get("alignment").asInt());
+        assertEquals(layout.dataStart(), s.get("data_offset").asLong());
+        assertEquals(md.size(), s.get("kvs").size());
+        int i = 0;
+        for (Map.Entry<String, GgufValue> e : md.entrySet()) {
+            assertEquals(e.getKey(), s.get("kvs").get(i).get(0).asText());
+            assertEquals(e.getValue().type().id(), s.get("kvs").get(i).get(1).asInt(), e.getKey());
+            i++;
+        }
+        for (int k = 0; k < tensors.size(); k++) {
+            JsonNode t = s.get("tensors").get(k);
+            assertEquals(tensors.get(k).name(), t.get(0).asText());
+            assertEquals(tensors.get(k).type().id(), t.get(1).asInt());
+            assertEquals(layout.tensors().get(k).offset(), t.get(2).asLong());
+            assertEquals(tensors.get(k).bytes(), t.get(3).asLong());
         }
     }
 
