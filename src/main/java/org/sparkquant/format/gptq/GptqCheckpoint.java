@@ -136,10 +136,10 @@ public final class GptqCheckpoint implements AutoCloseable {
         for (LinearModule m : modules.values()) {
             if (quantized.containsKey(m.name())) {
                 required.remove(m.weight());
+                validateQuantized(m, quantized.get(m.name()));
                 if (store.contains(m.weight())) {
                     throw bad(m.weight(), "module " + m.name() + " is quantized but also has a dense weight");
                 }
-                validateQuantized(m, quantized.get(m.name()));
             } else if (store.contains(m.name() + ".qweight")) {
                 throw bad(m.name() + ".qweight", "module " + m.name() + " is excluded from quantization by "
                         + quantizationSource + " but has a qweight");

@@ -10,6 +10,9 @@ import java.util.Map;
 import java.util.Set;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.util.DefaultIndenter;
+import com.fasterxml.jackson.core.util.DefaultPrettyPrinter;
+import com.fasterxml.jackson.core.util.Separators;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
@@ -260,9 +263,8 @@ public final class GptqCheckpointWriter {
             Options options, ModuleSource modules) {
         Plan plan = plan(inventory, options);
         plan.warnings().forEach(LOG::warn);
+        ObjectNode sourceConfig = readConfig(storage, Storage.resolve(source.directory(), "config.json"));
         checkOutput(storage, source.directory(), outputDirectory);
-        String configUri = Storage.resolve(source.directory(), "config.json");
-        ObjectNode sourceConfig = readConfig(storage, configUri);
 
         Map<String, LinearModule> byWeight = new LinkedHashMap<>();
         Map<String, LinearModule> byBias = new LinkedHashMap<>();
@@ -436,9 +438,17 @@ public final class GptqCheckpointWriter {
         return object;
     }
 
-    private static String json(JsonNode node) {
+    /** JSON laid out like Python's {@code json.dumps(indent=2)}, as Hugging Face writes its config files. */
+    static String json(JsonNode node) {
+        DefaultIndenter indenter = new DefaultIndenter("  ", "\n");
+        DefaultPrettyPrinter printer = new DefaultPrettyPrinter(Separators.createDefaultInstance()
+                .withObjectFieldValueSpacing(Separators.Spacing.AFTER)
+                .withObjectEmptySeparator("")
+                .withArrayEmptySeparator(""))
+                .withObjectIndenter(indenter)
+                .withArrayIndenter(indenter);
         try {
-            return JSON.writeValueAsString(node) + "\n";
+            return JSON.writer(printer).writeValueAsString(node) + "\n";
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         }
