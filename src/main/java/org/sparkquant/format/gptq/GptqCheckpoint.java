@@ -23,6 +23,9 @@ import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.ModelConfig;
 import org.sparkquant.model.ModelInventory;
+import org.sparkquant.nn.DenseLinear;
+import org.sparkquant.nn.LayerWeights;
+import org.sparkquant.nn.LinearWeights;
 
 /**
  * A GPTQ checkpoint opened for evaluation: written by this project, AutoGPTQ or GPTQModel, v1 ({@code gptq}) or v2
@@ -354,6 +357,27 @@ public final class GptqCheckpoint implements AutoCloseable {
     public float[] bias(String module) {
         LinearModule m = module(module);
         return store.contains(m.biasName()) ? store.readFloats(m.biasName()) : null;
+    }
+
+    /**
+     * Decoder layer {@code layer} for the forward pass: quantized modules dequantized (exactly what the checkpoint
+     * evaluates to), dense ones converted from their dtype; only this layer's tensors are read.
+     */
+    public LayerWeights layerWeights(int layer) {
+        if (layer < 0 || layer >= config.numLayers()) {
+            throw new IllegalArgumentException("layer " + layer + " outside 0.." + (config.numLayers() - 1));
+        }
+        Map<String, LinearWeights> linears = new LinkedHashMap<>();
+        for (LinearModule m : modules.values()) {
+            if (m.layer() == layer && !m.name().equals("lm_head")) {
+                linears.put(m.kind(), DenseLinear.of(weight(m.name()), m.outFeatures(), m.inFeatures(), bias(m.name())));
+            }
+        }
+        String p = "model.layers." + layer + ".";
+        float[] qNorm = config.qkNorm() ? store.readFloats(p + "self_attn.q_norm.weight") : null;
+        float[] kNorm = config.qkNorm() ? store.readFloats(p + "self_attn.k_norm.weight") : null;
+        return new LayerWeights(layer, linears, store.readFloats(p + "input_layernorm.weight"),
+                store.readFloats(p + "post_attention_layernorm.weight"), qNorm, kNorm);
     }
 
     /** A dense tensor (embeddings, norms, lm_head) as float. */

@@ -220,6 +220,24 @@ class GptqCheckpointReaderTest {
     }
 
     @Test
+    void v1ZeroOfMinusOneIsReadAsZeroWithAWarning() throws Exception {
+        Path dir = copy("b4_asym_gptq_g32"); // AutoGPTQ sym=False in v1: zeros ≥ 1 are fine
+        int[] stored = new int[1];
+        editTensors(dir, t -> {
+            Raw z = t.get(Q + ".qzeros");
+            stored[0] = ByteBuffer.wrap(z.data()).order(ByteOrder.LITTLE_ENDIAN).getInt(0);
+            setInt(z, 0, (stored[0] & ~0xF) | 0xF); // channel 0 of group 0 stored as -1 & 15
+        });
+        try (GptqCheckpoint c = GptqCheckpoint.open(storage, dir.toString())) {
+            QuantizedLinear q = c.quantized(Q);
+            assertEquals(0, q.zero(0, 0));
+            assertEquals(((stored[0] >>> 4) & 0xF) + 1, q.zero(0, 1)); // neighbours untouched
+            assertTrue(c.warnings().stream().anyMatch(w -> w.contains(Q + ".qzeros' stores a v1 zero point of -1")),
+                    c.warnings().toString());
+        }
+    }
+
+    @Test
     void nonFiniteScale() throws Exception {
         Path dir = copy("b4_sym_gptq_g32");
         editTensors(dir, t -> {

@@ -302,6 +302,26 @@ class GptqCheckpointWriterTest {
     }
 
     @Test
+    void suppliedModulesMustMatchThePlan() {
+        String src = tinySource(DType.F32);
+        try (TensorStore store = TensorStore.open(storage, src)) {
+            ModelInventory inventory = ModelInventory.of(ModelConfig.load(storage, src), store);
+            GptqCheckpointWriter.Options options = GptqCheckpointWriter.Options.of(4, 32, true);
+            // act-order g_idx while desc_act is false: runtimes would ignore g_idx, so it must not be written
+            SparkQuantException permuted = assertThrows(SparkQuantException.class, () -> GptqCheckpointWriter.write(
+                    storage, store, inventory, tmp.resolve("a").toString(), options,
+                    rtn(store, 4, 32, true, true, new HashMap<>(), new ArrayList<>())));
+            assertTrue(permuted.getMessage().contains("g_idx is permuted (act-order) but desc_act is false"),
+                    permuted.getMessage());
+            SparkQuantException width = assertThrows(SparkQuantException.class, () -> GptqCheckpointWriter.write(
+                    storage, store, inventory, tmp.resolve("b").toString(), options,
+                    rtn(store, 8, 32, true, false, new HashMap<>(), new ArrayList<>())));
+            assertTrue(width.getMessage().contains("quantized as 8-bit g32 sym but the checkpoint is 4-bit g32 sym"),
+                    width.getMessage());
+        }
+    }
+
+    @Test
     void stories260kKeepsItsMlpDenseAt4Bits() throws Exception {
         String src = TestPaths.shared("models/stories260K").toString();
         String out = tmp.resolve("stories-gptq").toString();
