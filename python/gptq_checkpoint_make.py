@@ -7,8 +7,8 @@ along the output dimension for qzeros, and the 3-bit layout where 32 values shar
 bits, sym and asym, checkpoint_format gptq (v1: stored zero - 1) and gptq_v2 (stored zero), act-order (desc_act) g_idx,
 group_size -1 and a group size that does not divide in_features, fp16 / fp32 / bf16 scales, the three places a
 quantization config can live (quantize_config.json, quant_config.json with the w_bit / q_group_size synonyms,
-config.json["quantization_config"]), missing sym / checkpoint_format keys, and GPTQModel's `dynamic` (a "-:" excluded
-module stored dense, a "+:" override to 8 bits / group 64).
+config.json["quantization_config"]), missing sym / checkpoint_format keys, GPTQModel's `dynamic` (a "-:" excluded
+module stored dense, a "+:" override to 8 bits / group 64) and GPTQModel's lm_head=true (untied, quantized lm_head).
 
 Next to each checkpoint, expected.json gives for every linear module the sha256 of its dense weight as float32
 little-endian [out, in], computed from the codes *before* packing:
@@ -17,7 +17,7 @@ so a reader that unpacks correctly reproduces it bit for bit.
 
 Usage:
     python python/gptq_checkpoint_make.py OUT_DIR [--set fixture|all] [--seed 1234]
-`--set fixture` (default) writes the ten variants committed under src/test/resources/fixtures/format-gptq/autogptq/;
+`--set fixture` (default) writes the eleven variants committed under src/test/resources/fixtures/format-gptq/autogptq/;
 `--set all` writes every combination of bits x {sym v1, asym v2, asym v1} x desc_act x group size (Java's python
 cross-check test uses it). Needs numpy, torch, safetensors.
 """
@@ -152,7 +152,8 @@ def write_variant(out_dir, v, seed):
             tensors[f"model.layers.{i}.{norm}.weight"] = torch.from_numpy(
                 (1 + rng.normal(0, 0.05, HIDDEN)).astype(np.float16))
     expected = {}
-    for name, k, n in modules():
+    linear = modules() + ([("lm_head", HIDDEN, VOCAB)] if v.get("lm_head") else [])
+    for name, k, n in linear:
         bits, group_size, excluded = v["bits"], v["group_size"], False
         if dynamic:
             import re
@@ -180,15 +181,16 @@ def write_variant(out_dir, v, seed):
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
         "intermediate_size": FFN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
         "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM, "vocab_size": VOCAB, "max_position_embeddings": 256,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
+        "tie_word_embeddings": not v.get("lm_head", False),
         "torch_dtype": "float16", "bos_token_id": 1, "eos_token_id": 2,
     }
     # AutoGPTQ's BaseQuantizeConfig.to_dict keys
     quant = {"bits": v["bits"], "group_size": v["group_size"], "damp_percent": 0.01, "desc_act": v["desc_act"],
              "static_groups": False, "sym": v["sym"], "true_sequential": True, "model_name_or_path": None,
              "model_file_base_name": "model", "quant_method": "gptq", "checkpoint_format": v["format"]}
-    if dynamic:
-        quant.update({"dynamic": dynamic, "lm_head": False, "pack_dtype": "int32",
+    if dynamic or v.get("lm_head"):
+        quant.update({"dynamic": dynamic, "lm_head": bool(v.get("lm_head")), "pack_dtype": "int32",
                       "meta": {"quantizer": ["gptqmodel:2.2.0"], "damp_percent": 0.01, "mse": 0.0}})
     if v.get("omit_sym"):
         del quant["sym"]
@@ -227,6 +229,8 @@ FIXTURE = [
          scales="bf16"),
     dict(name="b4_sym_gptq_g32_dynamic", bits=4, sym=True, format="gptq", desc_act=False, group_size=32,
          dynamic={"+:.*up_proj": {"bits": 8, "group_size": 64}, "-:.*down_proj": {}}),
+    dict(name="b4_sym_gptq_g32_lmhead", bits=4, sym=True, format="gptq", desc_act=False, group_size=32,
+         lm_head=True),
 ]
 
 
