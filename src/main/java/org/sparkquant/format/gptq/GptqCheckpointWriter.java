@@ -366,6 +366,12 @@ public final class GptqCheckpointWriter {
         writeInts(writer, m.name() + ".g_idx", q.gIdxRaw());
         if (source.contains(m.biasName())) {
             float[] bias = q.hasBias() ? q.biasRaw() : source.readFloats(m.biasName());
+            for (int n = 0; n < bias.length; n++) {
+                if (!Float.isFinite(Half.round(bias[n]))) {
+                    throw SparkQuantException.badInput(m.biasName() + ": bias[" + n + "] = " + bias[n]
+                            + " cannot be stored as fp16, as GPTQ checkpoints store biases");
+                }
+            }
             writeHalves(writer, m.name() + ".bias", bias);
         } else if (q.hasBias()) {
             throw SparkQuantException.internal(m.name() + ": the quantized module has a bias but the source has none",
