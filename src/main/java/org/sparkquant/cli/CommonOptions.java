@@ -1,0 +1,65 @@
+package org.sparkquant.cli;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Properties;
+
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Storage;
+import picocli.CommandLine.Option;
+
+/**
+ * Options every command shares. Settings are layered: {@code $SPARKQUANT_CONF_DIR/sparkquant.properties}, then
+ * {@code --conf key=value}. Keys {@code fs.*} and {@code spark.hadoop.*} configure the file systems (e.g.
+ * {@code fs.s3a.endpoint}); other {@code spark.*} keys configure Spark. Values are never printed, since they may hold
+ * secrets.
+ */
+public final class CommonOptions {
+    @Option(names = "--conf", paramLabel = "KEY=VALUE",
+            description = "A Hadoop (fs.*, spark.hadoop.*) or Spark (spark.*) setting; repeatable.")
+    Map<String, String> conf = new LinkedHashMap<>();
+
+    @Option(names = "--verbose", description = "Show stack traces and more progress detail.")
+    boolean verbose;
+
+    /** All settings: the properties file first, then --conf. */
+    public Map<String, String> settings() {
+        Map<String, String> all = new LinkedHashMap<>();
+        String dir = System.getenv("SPARKQUANT_CONF_DIR");
+        if (dir != null && !dir.isBlank()) {
+            Path file = Path.of(dir, "sparkquant.properties");
+            if (Files.isRegularFile(file)) {
+                Properties p = new Properties();
+                try (InputStream in = Files.newInputStream(file)) {
+                    p.load(in);
+                } catch (IOException e) {
+                    throw SparkQuantException.badInput(file + ": cannot read (" + e.getMessage() + ")");
+                }
+                p.stringPropertyNames().stream().sorted().forEach(k -> all.put(k, p.getProperty(k).trim()));
+            }
+        }
+        all.putAll(conf);
+        return all;
+    }
+
+    /** The Hadoop settings among {@link #settings()}, with {@code spark.hadoop.} stripped. */
+    public Map<String, String> hadoopSettings() {
+        Map<String, String> hadoop = new LinkedHashMap<>();
+        settings().forEach((k, v) -> {
+            if (k.startsWith("spark.hadoop.")) {
+                hadoop.put(k.substring("spark.hadoop.".length()), v);
+            } else if (k.startsWith("fs.")) {
+                hadoop.put(k, v);
+            }
+        });
+        return hadoop;
+    }
+
+    public Storage storage() {
+        return Storage.of(hadoopSettings());
+    }
+}

@@ -1,0 +1,162 @@
+package org.sparkquant.cli;
+
+import java.io.PrintWriter;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.DType;
+import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorStore;
+import org.sparkquant.model.LinearModule;
+import org.sparkquant.model.MemoryPlan;
+import org.sparkquant.model.ModelConfig;
+import org.sparkquant.model.ModelInventory;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/** {@code sparkquant inspect}: the model's architecture, tensors and the memory a quantization run will need. */
+@Command(name = "inspect", mixinStandardHelpOptions = true,
+        description = {"Show a model's architecture, modules, parameter count, bytes by dtype and the memory plan of "
+                + "a quantization run. Reads config.json and the safetensors headers only."})
+public final class InspectCommand implements Callable<Integer> {
+    @Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    @Mixin
+    CommonOptions common;
+
+    @Option(names = "--model", required = true, paramLabel = "URI",
+            description = "Hugging Face checkpoint directory (path, file://, s3a://, hdfs://).")
+    String model;
+
+    @Option(names = "--samples", defaultValue = "128", description = "Calibration sequences (default: ${DEFAULT-VALUE}).")
+    int samples;
+
+    @Option(names = "--seq-len", defaultValue = "2048", description = "Tokens per calibration sequence (default: ${DEFAULT-VALUE}).")
+    int seqLen;
+
+    @Option(names = "--samples-per-partition", defaultValue = "" + MemoryPlan.DEFAULT_SAMPLES_PER_PARTITION,
+            description = "Calibration sequences per Spark partition (default: ${DEFAULT-VALUE}).")
+    int samplesPerPartition;
+
+    @Option(names = "--json", description = "Print one JSON object instead of text.")
+    boolean json;
+
+    @Override
+    public Integer call() throws Exception {
+        if (samples <= 0 || seqLen <= 0 || samplesPerPartition <= 0) {
+            throw SparkQuantException.badInput("--samples, --seq-len and --samples-per-partition must be positive");
+        }
+        Storage storage = common.storage();
+        ModelConfig config = ModelConfig.load(storage, model);
+        ModelInventory inventory;
+        try (TensorStore store = TensorStore.open(storage, model)) {
+            inventory = ModelInventory.of(config, store);
+        }
+        MemoryPlan plan = MemoryPlan.of(inventory, samples, seqLen, samplesPerPartition);
+        PrintWriter out = spec.commandLine().getOut();
+        if (json) {
+            out.println(toJson(inventory, plan));
+        } else {
+            printText(out, inventory, plan);
+        }
+        out.flush();
+        return 0;
+    }
+
+    private void printText(PrintWriter out, ModelInventory inventory, MemoryPlan plan) {
+        ModelConfig c = inventory.config();
+        out.printf("model          %s%n", model);
+        out.printf("architecture   %s, %d decoder layers%n", c.modelType(), c.numLayers());
+        out.printf("shape          hidden %d, heads %d (kv %d, head_dim %d), ffn %d, vocab %d%n", c.hiddenSize(),
+                c.numHeads(), c.numKvHeads(), c.headDim(), c.intermediateSize(), c.vocabSize());
+        out.printf("rope           %s, theta %s%s%n", c.rope().type(), trim(c.rope().theta()),
+                c.rope().type().equals("default") ? "" : ", factor " + trim(c.rope().factor()));
+        out.printf("embeddings     %s%n", c.tieWordEmbeddings() ? "tied (lm_head = embed_tokens)" : "untied lm_head");
+        if (c.slidingWindow() > 0) {
+            out.printf("sliding window %d%n", c.slidingWindow());
+        }
+        out.printf("parameters     %,d%n", inventory.parameterCount());
+        StringBuilder dtypes = new StringBuilder();
+        for (Map.Entry<DType, Long> e : inventory.bytesByDtype().entrySet()) {
+            dtypes.append(dtypes.length() == 0 ? "" : ", ").append(e.getKey()).append(' ').append(Bytes.human(e.getValue()));
+        }
+        out.printf("bytes          %s%n", dtypes);
+        out.println();
+        out.println("linear modules of each decoder layer (in -> out):");
+        for (LinearModule m : inventory.layer(0)) {
+            String name = m.name().substring(m.name().indexOf('.', "model.layers.".length()) + 1);
+            out.printf("  %-18s %6d -> %-6d %s%n", name, m.inFeatures(), m.outFeatures(), m.bias() ? "+bias" : "");
+        }
+        out.printf("  %d quantizable modules in %d layers, %,d parameters%n", 7 * c.numLayers(), c.numLayers(),
+                inventory.layers().stream().flatMap(l -> l.stream()).mapToLong(LinearModule::parameters).sum());
+        out.println();
+        out.printf("memory plan for %d samples x %d tokens, %d partitions of %d:%n", plan.samples(), plan.seqLen(),
+                plan.partitions(), plan.samplesPerPartition());
+        out.printf("  largest layer (fp32)        %s%n", Bytes.human(plan.largestLayerFp32Bytes()));
+        out.printf("  hidden states per sample    %s (fp32)%n", Bytes.human(plan.hiddenStateBytesPerSample()));
+        out.printf("  hidden states, all samples  %s (spread over the partitions)%n",
+                Bytes.human(plan.hiddenStateBytesPerSample() * plan.samples()));
+        Map<LinearModule.Input, Integer> widths = inventory.inputWidths();
+        for (Map.Entry<LinearModule.Input, Long> e : plan.hessianBytes().entrySet()) {
+            out.printf("  Hessian of %-16s %s (%d^2 fp64, input of %s)%n",
+                    e.getKey().name().toLowerCase(Locale.ROOT).replace('_', '-'), Bytes.human(e.getValue()),
+                    widths.get(e.getKey()), e.getKey().label());
+        }
+        out.printf("  activations per sample      %s%n", Bytes.human(plan.activationBytesPerSample()));
+        out.printf("  executor bound              %s (one layer + a partition's hidden states in and out + one "
+                + "Hessian + one factor + activations)%n", Bytes.human(plan.executorBytes()));
+        out.printf("  driver bound                %s (metadata + one Hessian tile of at most %s)%n",
+                Bytes.human(plan.driverBytes()), Bytes.human(MemoryPlan.HESSIAN_TILE_BYTES));
+    }
+
+    private String toJson(ModelInventory inventory, MemoryPlan plan) throws Exception {
+        ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+        ModelConfig c = inventory.config();
+        ObjectNode root = mapper.createObjectNode();
+        root.put("model", model);
+        root.set("config", mapper.valueToTree(c));
+        root.put("parameters", inventory.parameterCount());
+        ObjectNode bytes = root.putObject("bytes_by_dtype");
+        inventory.bytesByDtype().forEach((k, v) -> bytes.put(k.name(), v));
+        ArrayNode modules = root.putArray("modules");
+        for (var layer : inventory.layers()) {
+            for (LinearModule m : layer) {
+                ObjectNode n = modules.addObject();
+                n.put("name", m.name());
+                n.put("layer", m.layer());
+                n.put("in_features", m.inFeatures());
+                n.put("out_features", m.outFeatures());
+                n.put("bias", m.bias());
+                n.put("input", m.input().name());
+                n.put("shard", inventory.shardOf(m.weight()));
+                n.put("dtype", inventory.tensors().get(m.weight()).dtype().name());
+            }
+        }
+        ObjectNode memory = root.putObject("memory_plan");
+        memory.put("samples", plan.samples());
+        memory.put("seq_len", plan.seqLen());
+        memory.put("partitions", plan.partitions());
+        memory.put("samples_per_partition", plan.samplesPerPartition());
+        memory.put("largest_layer_fp32_bytes", plan.largestLayerFp32Bytes());
+        memory.put("hidden_state_bytes_per_sample", plan.hiddenStateBytesPerSample());
+        ObjectNode hessians = memory.putObject("hessian_bytes");
+        plan.hessianBytes().forEach((k, v) -> hessians.put(k.name(), v));
+        memory.put("activation_bytes_per_sample", plan.activationBytesPerSample());
+        memory.put("executor_bytes", plan.executorBytes());
+        memory.put("driver_bytes", plan.driverBytes());
+        return mapper.writeValueAsString(root);
+    }
+
+    private static String trim(double v) {
+        return v == Math.rint(v) ? String.format(Locale.ROOT, "%.0f", v) : String.valueOf(v);
+    }
+}

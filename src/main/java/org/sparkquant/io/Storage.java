@@ -1,0 +1,304 @@
+package org.sparkquant.io;
+
+import java.io.FileNotFoundException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.Serializable;
+import java.io.UncheckedIOException;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FSDataInputStream;
+import org.apache.hadoop.fs.FileStatus;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.sparkquant.SparkQuantException;
+
+/**
+ * Every read and write of the project goes through here: Hadoop {@link FileSystem} for plain paths, {@code file://},
+ * {@code s3a://}, {@code hdfs://} and whatever connectors the user has. Serializable as its settings only, so the
+ * same storage is rebuilt on executors. Errors name the URI, never a credential.
+ */
+public final class Storage implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    /** Small files read whole (configs, indexes, tokenizers) are bounded so that a wrong path cannot OOM us. */
+    public static final long MAX_SMALL_FILE = 512L << 20;
+
+    private final Map<String, String> settings;
+    private transient Configuration configuration;
+
+    private Storage(Map<String, String> settings) {
+        this.settings = Collections.unmodifiableMap(new TreeMap<>(settings));
+    }
+
+    /** Storage with Hadoop settings such as {@code fs.s3a.endpoint} on top of Hadoop's defaults. */
+    public static Storage of(Map<String, String> hadoopSettings) {
+        return new Storage(hadoopSettings);
+    }
+
+    public static Storage local() {
+        return new Storage(Map.of());
+    }
+
+    public static Storage of(Configuration configuration) {
+        Map<String, String> map = new TreeMap<>();
+        configuration.forEach(e -> map.put(e.getKey(), e.getValue()));
+        Storage storage = new Storage(map);
+        storage.configuration = configuration;
+        return storage;
+    }
+
+    public Map<String, String> settings() {
+        return settings;
+    }
+
+    public synchronized Configuration configuration() {
+        if (configuration == null) {
+            Configuration conf = new Configuration();
+            // Hadoop's default local file system writes .crc side files and fails reads of files edited by anything
+            // else; model directories are shared with other tools, so use the raw one (uncached: the cache key
+            // ignores the configuration).
+            conf.set("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem");
+            conf.setBoolean("fs.file.impl.disable.cache", true);
+            settings.forEach(conf::set);
+            configuration = conf;
+        }
+        return configuration;
+    }
+
+    /** A URI with a scheme is used as is; anything else is a local path, made absolute. */
+    public static Path path(String uri) {
+        if (uri == null || uri.isBlank()) {
+            throw SparkQuantException.badInput("empty path");
+        }
+        try {
+            URI parsed = new URI(uri);
+            if (parsed.getScheme() != null && parsed.getScheme().length() > 1) {
+                return new Path(parsed);
+            }
+        } catch (URISyntaxException ignored) {
+            // not a URI: a local path with characters URIs do not allow
+        }
+        return new Path(Paths.get(uri).toAbsolutePath().normalize().toUri());
+    }
+
+    /** {@code base/child}, for both URIs and local paths. */
+    public static String resolve(String base, String child) {
+        return new Path(path(base), child).toString();
+    }
+
+    public FileSystem fileSystem(Path path) {
+        try {
+            return path.getFileSystem(configuration());
+        } catch (IOException e) {
+            throw failure("cannot access", path.toString(), e);
+        }
+    }
+
+    public boolean exists(String uri) {
+        Path p = path(uri);
+        try {
+            return fileSystem(p).exists(p);
+        } catch (IOException e) {
+            throw failure("cannot access", uri, e);
+        }
+    }
+
+    public boolean isDirectory(String uri) {
+        Path p = path(uri);
+        try {
+            return fileSystem(p).getFileStatus(p).isDirectory();
+        } catch (FileNotFoundException e) {
+            return false;
+        } catch (IOException e) {
+            throw failure("cannot access", uri, e);
+        }
+    }
+
+    public long length(String uri) {
+        Path p = path(uri);
+        try {
+            return fileSystem(p).getFileStatus(p).getLen();
+        } catch (FileNotFoundException e) {
+            throw SparkQuantException.badInput(uri + ": no such file");
+        } catch (IOException e) {
+            throw failure("cannot access", uri, e);
+        }
+    }
+
+    /** Names (not paths) of the direct children of a directory, sorted. */
+    public List<String> list(String uri) {
+        Path p = path(uri);
+        try {
+            List<String> names = new ArrayList<>();
+            for (FileStatus status : fileSystem(p).listStatus(p)) {
+                names.add(status.getPath().getName());
+            }
+            Collections.sort(names);
+            return names;
+        } catch (FileNotFoundException e) {
+            throw SparkQuantException.badInput(uri + ": no such directory");
+        } catch (IOException e) {
+            throw failure("cannot list", uri, e);
+        }
+    }
+
+    /** Opens a file for positional reads. */
+    public RandomAccessInput open(String uri) {
+        Path p = path(uri);
+        try {
+            FileSystem fs = fileSystem(p);
+            long length = fs.getFileStatus(p).getLen();
+            FSDataInputStream in = fs.open(p);
+            return new HadoopInput(uri, in, length);
+        } catch (FileNotFoundException e) {
+            throw SparkQuantException.badInput(uri + ": no such file");
+        } catch (IOException e) {
+            throw failure("cannot open", uri, e);
+        }
+    }
+
+    public InputStream openStream(String uri) {
+        Path p = path(uri);
+        try {
+            return fileSystem(p).open(p);
+        } catch (FileNotFoundException e) {
+            throw SparkQuantException.badInput(uri + ": no such file");
+        } catch (IOException e) {
+            throw failure("cannot open", uri, e);
+        }
+    }
+
+    public byte[] readAll(String uri) {
+        try (RandomAccessInput in = open(uri)) {
+            if (in.length() > MAX_SMALL_FILE) {
+                throw SparkQuantException.badInput(uri + ": " + in.length() + " bytes, expected a small file");
+            }
+            byte[] bytes = new byte[(int) in.length()];
+            in.readFully(0, bytes, 0, bytes.length);
+            return bytes;
+        }
+    }
+
+    public String readString(String uri) {
+        return new String(readAll(uri), StandardCharsets.UTF_8);
+    }
+
+    /** Creates (or replaces) a file; parent directories are created. */
+    public OutputStream create(String uri) {
+        Path p = path(uri);
+        try {
+            return fileSystem(p).create(p, true);
+        } catch (IOException e) {
+            throw failure("cannot create", uri, e);
+        }
+    }
+
+    public void writeString(String uri, String content) {
+        try (OutputStream out = create(uri)) {
+            out.write(content.getBytes(StandardCharsets.UTF_8));
+        } catch (IOException e) {
+            throw failure("cannot write", uri, e);
+        }
+    }
+
+    public void mkdirs(String uri) {
+        Path p = path(uri);
+        try {
+            fileSystem(p).mkdirs(p);
+        } catch (IOException e) {
+            throw failure("cannot create directory", uri, e);
+        }
+    }
+
+    /** Recursive delete; false when there was nothing. */
+    public boolean delete(String uri) {
+        Path p = path(uri);
+        try {
+            return fileSystem(p).delete(p, true);
+        } catch (IOException e) {
+            throw failure("cannot delete", uri, e);
+        }
+    }
+
+    public void rename(String from, String to) {
+        Path src = path(from);
+        Path dst = path(to);
+        try {
+            if (!fileSystem(src).rename(src, dst)) {
+                throw SparkQuantException.internal("cannot rename " + from + " to " + to, null);
+            }
+        } catch (IOException e) {
+            throw failure("cannot rename " + from + " to", to, e);
+        }
+    }
+
+    /** Copies a file byte for byte (tokenizer, generation config). */
+    public void copy(String from, String to) {
+        try (InputStream in = openStream(from); OutputStream out = create(to)) {
+            in.transferTo(out);
+        } catch (IOException e) {
+            throw failure("cannot copy " + from + " to", to, e);
+        }
+    }
+
+    private static SparkQuantException failure(String what, String uri, IOException e) {
+        // The message of an S3 error can be long; keep its first line, which names the cause.
+        String reason = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("");
+        return new SparkQuantException(SparkQuantException.Kind.BAD_INPUT, what + " " + uri + ": " + reason, e);
+    }
+
+    private static final class HadoopInput implements RandomAccessInput {
+        private final String name;
+        private final FSDataInputStream in;
+        private final long length;
+
+        HadoopInput(String name, FSDataInputStream in, long length) {
+            this.name = name;
+            this.in = in;
+            this.length = length;
+        }
+
+        @Override
+        public String name() {
+            return name;
+        }
+
+        @Override
+        public long length() {
+            return length;
+        }
+
+        @Override
+        public void readFully(long position, byte[] buffer, int offset, int count) {
+            if (position < 0 || count < 0 || position > length - count) {
+                throw SparkQuantException.badInput(name + ": read of " + count + " bytes at " + position
+                        + " is past the end of the file (" + length + " bytes)");
+            }
+            try {
+                in.readFully(position, buffer, offset, count);
+            } catch (IOException e) {
+                throw failure("cannot read", name, e);
+            }
+        }
+
+        @Override
+        public void close() {
+            try {
+                in.close();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+    }
+}

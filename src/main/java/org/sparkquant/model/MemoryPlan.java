@@ -1,0 +1,64 @@
+package org.sparkquant.model;
+
+import java.util.EnumMap;
+import java.util.Map;
+
+/**
+ * What a quantization run holds in memory, from shapes alone: the bound {@code inspect} states and the pipeline is
+ * held to. Executors hold one decoder layer (fp32), the hidden states of their calibration partitions (the layer's
+ * input and output), one Hessian accumulator (fp64) and one inverse Cholesky factor; the driver holds metadata and one
+ * Hessian tile at a time.
+ *
+ * @param samplesPerPartition calibration sequences in one partition of hidden states
+ */
+public record MemoryPlan(
+        int samples,
+        int seqLen,
+        int partitions,
+        int samplesPerPartition,
+        long largestLayerFp32Bytes,
+        long hiddenStateBytesPerSample,
+        Map<LinearModule.Input, Long> hessianBytes,
+        long activationBytesPerSample,
+        long executorBytes,
+        long driverBytes) {
+
+    /** Spark records of Hessian partials are cut into tiles of at most this many bytes. */
+    public static final long HESSIAN_TILE_BYTES = 256L << 20;
+    /** Calibration sequences per partition when the user does not choose: a function of the data, not the cluster. */
+    public static final int DEFAULT_SAMPLES_PER_PARTITION = 8;
+    /** Driver overhead for metadata, Spark and the JVM itself. */
+    public static final long DRIVER_BASE_BYTES = 256L << 20;
+
+    public static int partitionsFor(int samples, int samplesPerPartition) {
+        return Math.max(1, (samples + samplesPerPartition - 1) / samplesPerPartition);
+    }
+
+    public static MemoryPlan of(ModelInventory inventory, int samples, int seqLen, int samplesPerPartition) {
+        ModelConfig c = inventory.config();
+        long largestLayer = 0;
+        for (int i = 0; i < c.numLayers(); i++) {
+            largestLayer = Math.max(largestLayer, inventory.layerParameters(i) * 4L);
+        }
+        long hiddenPerSample = (long) seqLen * c.hiddenSize() * 4L;
+        Map<LinearModule.Input, Long> hessians = new EnumMap<>(LinearModule.Input.class);
+        long largestHessian = 0;
+        for (Map.Entry<LinearModule.Input, Integer> e : inventory.inputWidths().entrySet()) {
+            long bytes = (long) e.getValue() * e.getValue() * 8L;
+            hessians.put(e.getKey(), bytes);
+            largestHessian = Math.max(largestHessian, bytes);
+        }
+        // Working set of one sequence through a layer: q, k, v, attention output, gate, up, their product, and one
+        // head's [seq, seq] scores.
+        long activations = (long) seqLen * 4L * (3L * c.qDim() + 2L * c.kvDim() + 3L * c.intermediateSize())
+                + (long) seqLen * seqLen * 4L;
+        int perPartition = Math.max(1, Math.min(samplesPerPartition, samples));
+        int partitions = partitionsFor(samples, perPartition);
+        long largestWidth = inventory.inputWidths().values().stream().mapToLong(Integer::longValue).max().orElse(0);
+        long factor = largestWidth * largestWidth * 4L;
+        long executor = largestLayer + 2L * perPartition * hiddenPerSample + largestHessian + factor + activations;
+        long driver = DRIVER_BASE_BYTES + Math.min(largestHessian, HESSIAN_TILE_BYTES);
+        return new MemoryPlan(samples, seqLen, partitions, perPartition, largestLayer, hiddenPerSample, hessians,
+                activations, executor, driver);
+    }
+}

@@ -1,0 +1,215 @@
+package org.sparkquant.model;
+
+import java.io.Serializable;
+import java.util.List;
+import java.util.Locale;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Storage;
+
+/**
+ * What the project needs of a Hugging Face {@code config.json}: the decoder-only llama family (llama, mistral, qwen2,
+ * qwen3). Architectural differences are flags rather than subclasses: qwen2 has q/k/v bias, qwen3 per-head q/k
+ * RMSNorm, mistral and qwen2 an optional sliding window.
+ */
+public record ModelConfig(
+        String modelType,
+        int hiddenSize,
+        int intermediateSize,
+        int numLayers,
+        int numHeads,
+        int numKvHeads,
+        int headDim,
+        int vocabSize,
+        double rmsNormEps,
+        RopeConfig rope,
+        boolean tieWordEmbeddings,
+        boolean attentionBias,
+        boolean attentionOutputBias,
+        boolean mlpBias,
+        boolean qkNorm,
+        int slidingWindow,
+        int maxPositionEmbeddings,
+        int bosTokenId,
+        int eosTokenId,
+        String dtype) implements Serializable {
+
+    public static final List<String> SUPPORTED = List.of("llama", "mistral", "qwen2", "qwen3");
+
+    public static ModelConfig load(Storage storage, String modelDirectory) {
+        String uri = Storage.resolve(modelDirectory, "config.json");
+        if (!storage.exists(uri)) {
+            throw SparkQuantException.badInput(uri + ": no such file (is " + modelDirectory
+                    + " a Hugging Face model directory?)");
+        }
+        return parse(storage.readString(uri), uri);
+    }
+
+    public static ModelConfig parse(String json, String source) {
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(json);
+        } catch (JsonProcessingException e) {
+            throw SparkQuantException.badInput(source + ": not valid JSON (" + e.getOriginalMessage() + ")");
+        }
+        if (root == null || !root.isObject()) {
+            throw SparkQuantException.badInput(source + ": not a JSON object");
+        }
+        Reader r = new Reader(root, source);
+        String type = r.string("model_type", null);
+        if (type == null) {
+            throw SparkQuantException.badInput(source + ": missing model_type");
+        }
+        if (!SUPPORTED.contains(type)) {
+            throw SparkQuantException.badInput(source + ": model_type '" + type + "' is not supported (supported: "
+                    + String.join(", ", SUPPORTED) + ")");
+        }
+        String act = r.string("hidden_act", "silu");
+        if (!act.equals("silu")) {
+            throw SparkQuantException.badInput(source + ": hidden_act '" + act + "' is not supported (only silu)");
+        }
+        int hidden = r.positiveInt("hidden_size");
+        int heads = r.positiveInt("num_attention_heads");
+        int kvHeads = r.has("num_key_value_heads") ? r.positiveInt("num_key_value_heads") : heads;
+        if (heads % kvHeads != 0) {
+            throw SparkQuantException.badInput(source + ": num_attention_heads " + heads
+                    + " is not a multiple of num_key_value_heads " + kvHeads);
+        }
+        int headDim = r.has("head_dim") && !root.get("head_dim").isNull() ? r.positiveInt("head_dim") : hidden / heads;
+        if (!r.has("head_dim") && hidden % heads != 0) {
+            throw SparkQuantException.badInput(source + ": hidden_size " + hidden
+                    + " is not a multiple of num_attention_heads " + heads);
+        }
+        if (headDim % 2 != 0) {
+            throw SparkQuantException.badInput(source + ": head_dim " + headDim + " must be even for RoPE");
+        }
+        boolean qwen2 = type.equals("qwen2");
+        boolean qwen3 = type.equals("qwen3");
+        boolean attentionBias = qwen2 || r.bool("attention_bias", false);
+        // qwen2 has bias on q, k, v but not on o_proj; llama's attention_bias covers all four
+        boolean outputBias = !qwen2 && r.bool("attention_bias", false);
+        int window = 0;
+        if (type.equals("mistral")) {
+            window = r.has("sliding_window") && !root.get("sliding_window").isNull() ? r.positiveInt("sliding_window") : 0;
+        } else if ((qwen2 || qwen3) && r.bool("use_sliding_window", false)) {
+            throw SparkQuantException.badInput(source + ": use_sliding_window=true is not supported for " + type);
+        }
+        return new ModelConfig(
+                type,
+                hidden,
+                r.positiveInt("intermediate_size"),
+                r.positiveInt("num_hidden_layers"),
+                heads,
+                kvHeads,
+                headDim,
+                r.positiveInt("vocab_size"),
+                r.number("rms_norm_eps", 1e-6),
+                rope(r, root, source),
+                r.bool("tie_word_embeddings", false),
+                attentionBias,
+                outputBias,
+                r.bool("mlp_bias", false),
+                qwen3,
+                window,
+                r.has("max_position_embeddings") ? r.positiveInt("max_position_embeddings") : 2048,
+                r.intOr("bos_token_id", -1),
+                r.intOr("eos_token_id", -1),
+                r.string("torch_dtype", r.string("dtype", "float32")));
+    }
+
+    private static RopeConfig rope(Reader r, JsonNode root, String source) {
+        // transformers ≥ 4.56 writes rope_parameters {rope_theta, rope_type, ...}; older files rope_theta + rope_scaling
+        JsonNode params = root.get("rope_parameters");
+        JsonNode scaling = params != null && params.isObject() ? params : root.get("rope_scaling");
+        double theta = params != null && params.has("rope_theta") ? params.get("rope_theta").asDouble()
+                : r.number("rope_theta", 10000.0);
+        if (!(theta > 0)) {
+            throw SparkQuantException.badInput(source + ": rope_theta must be positive");
+        }
+        if (scaling == null || scaling.isNull()) {
+            return RopeConfig.plain(theta);
+        }
+        if (!scaling.isObject()) {
+            throw SparkQuantException.badInput(source + ": rope_scaling must be an object");
+        }
+        JsonNode typeNode = scaling.has("rope_type") ? scaling.get("rope_type") : scaling.get("type");
+        String type = typeNode == null ? "default" : typeNode.asText().toLowerCase(Locale.ROOT);
+        Reader s = new Reader(scaling, source + " rope scaling");
+        return switch (type) {
+            case "default" -> RopeConfig.plain(theta);
+            case "linear" -> new RopeConfig("linear", theta, s.number("factor", 1.0), 0, 0, 0);
+            case "llama3" -> new RopeConfig("llama3", theta, s.number("factor", 8.0), s.number("low_freq_factor", 1.0),
+                    s.number("high_freq_factor", 4.0), s.positiveInt("original_max_position_embeddings"));
+            default -> throw SparkQuantException.badInput(source + ": rope type '" + type
+                    + "' is not supported (supported: default, linear, llama3)");
+        };
+    }
+
+    /** Query heads per key/value head. */
+    public int groupSize() {
+        return numHeads / numKvHeads;
+    }
+
+    public int qDim() {
+        return numHeads * headDim;
+    }
+
+    public int kvDim() {
+        return numKvHeads * headDim;
+    }
+
+    private record Reader(JsonNode node, String source) {
+        boolean has(String key) {
+            return node.has(key);
+        }
+
+        int positiveInt(String key) {
+            JsonNode v = node.get(key);
+            if (v == null || v.isNull()) {
+                throw SparkQuantException.badInput(source + ": missing " + key);
+            }
+            if (!v.isIntegralNumber() || !v.canConvertToInt() || v.intValue() <= 0) {
+                throw SparkQuantException.badInput(source + ": " + key + " must be a positive integer, got " + v);
+            }
+            return v.intValue();
+        }
+
+        int intOr(String key, int fallback) {
+            JsonNode v = node.get(key);
+            if (v != null && v.isArray() && v.size() > 0) {
+                v = v.get(0); // eos_token_id may be a list; the first is the primary one
+            }
+            return v != null && v.isIntegralNumber() && v.canConvertToInt() ? v.intValue() : fallback;
+        }
+
+        double number(String key, double fallback) {
+            JsonNode v = node.get(key);
+            if (v == null || v.isNull()) {
+                return fallback;
+            }
+            if (!v.isNumber()) {
+                throw SparkQuantException.badInput(source + ": " + key + " must be a number, got " + v);
+            }
+            return v.doubleValue();
+        }
+
+        boolean bool(String key, boolean fallback) {
+            JsonNode v = node.get(key);
+            if (v == null || v.isNull()) {
+                return fallback;
+            }
+            if (!v.isBoolean()) {
+                throw SparkQuantException.badInput(source + ": " + key + " must be true or false, got " + v);
+            }
+            return v.booleanValue();
+        }
+
+        String string(String key, String fallback) {
+            JsonNode v = node.get(key);
+            return v == null || v.isNull() ? fallback : v.asText();
+        }
+    }
+}

@@ -1,0 +1,96 @@
+package org.sparkquant.spark;
+
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.Supplier;
+
+import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorStore;
+
+/**
+ * The per-JVM caches of an executor, so that the tasks it runs share what is expensive to load: open checkpoints
+ * (headers parsed once) and the weights of the layer being processed. Only the most recent layer is kept, which is
+ * what bounds an executor's memory to one layer.
+ */
+public final class ExecutorCache {
+    /** Open checkpoints by URI. */
+    private static final Map<String, TensorStore> CHECKPOINTS = new ConcurrentHashMap<>();
+    /** Opened models (headers and small tensors only) by a key naming the source. */
+    private static final Map<String, Object> MODELS = new ConcurrentHashMap<>();
+    /** The current layer's loaded weights (or any value keyed per layer): at most one entry. */
+    private static final Object LAYER_LOCK = new Object();
+    private static String layerKey;
+    private static Object layerValue;
+
+    private ExecutorCache() {}
+
+    public static TensorStore checkpoint(Storage storage, String uri) {
+        return CHECKPOINTS.computeIfAbsent(uri, u -> TensorStore.open(storage, u));
+    }
+
+    /** A model opened once per JVM; what it holds must be small (metadata, norms), not layers. */
+    @SuppressWarnings("unchecked")
+    public static <T> T model(String key, Supplier<T> opener) {
+        return (T) MODELS.computeIfAbsent(key, k -> opener.get());
+    }
+
+    /**
+     * The value for {@code key}, loading it (once per JVM, even with concurrent tasks) and dropping the previous
+     * layer's value first.
+     */
+    @SuppressWarnings("unchecked")
+    public static <T> T layer(String key, Supplier<T> loader) {
+        synchronized (LAYER_LOCK) {
+            if (key.equals(layerKey)) {
+                return (T) layerValue;
+            }
+            layerKey = null;
+            layerValue = null; // let the previous layer go before loading the next one
+            T value = loader.get();
+            layerKey = key;
+            layerValue = value;
+            return value;
+        }
+    }
+
+    /** Single-entry caches by slot name (e.g. one GPTQ factor per module input): a new key evicts the old value. */
+    private static final Map<String, Object[]> SLOTS = new ConcurrentHashMap<>();
+
+    /** The value for {@code key} in {@code slot}, replacing whatever the slot held for another key. */
+    @SuppressWarnings("unchecked")
+    public static <T> T slot(String slot, String key, Supplier<T> loader) {
+        Object[] entry = SLOTS.computeIfAbsent(slot, s -> new Object[2]);
+        synchronized (entry) {
+            if (key.equals(entry[0])) {
+                return (T) entry[1];
+            }
+            entry[0] = null;
+            entry[1] = null;
+            T value = loader.get();
+            entry[0] = key;
+            entry[1] = value;
+            return value;
+        }
+    }
+
+    /** Forgets everything (tests, and the driver when it runs tasks itself in local mode between runs). */
+    public static void clear() {
+        synchronized (LAYER_LOCK) {
+            layerKey = null;
+            layerValue = null;
+        }
+        MODELS.values().forEach(m -> {
+            if (m instanceof AutoCloseable c) {
+                try {
+                    c.close();
+                } catch (Exception ignored) {
+                    // closing cached readers is best effort
+                }
+            }
+        });
+        MODELS.clear();
+        SLOTS.clear();
+        CHECKPOINTS.values().forEach(TensorStore::close);
+        CHECKPOINTS.clear();
+    }
+}
