@@ -203,11 +203,10 @@ public final class HessianAccumulator implements Serializable {
                                 c.getPointer(rows), width);
                     }
                     FloatBuffer view = s.products32View();
-                    accumulateBlock(b, rows, width, (i, row) -> {
-                        float[] f = new float[width - i];
-                        view.get(i * width + i, f, 0, f.length);
-                        for (int j = 0; j < f.length; j++) {
-                            row[i + j] = f[j];
+                    accumulateBlock(b, rows, width, (i, row, scratch) -> {
+                        view.get(i * width + i, scratch, 0, width - i);
+                        for (int j = i; j < width; j++) {
+                            row[j] = scratch[j - i];
                         }
                     });
                 } else {
@@ -220,7 +219,7 @@ public final class HessianAccumulator implements Serializable {
                                 c.getPointer(rows), width);
                     }
                     DoubleBuffer view = s.products64View();
-                    accumulateBlock(b, rows, width, (i, row) -> view.get(i * width + i, row, i, width - i));
+                    accumulateBlock(b, rows, width, (i, row, scratch) -> view.get(i * width + i, row, i, width - i));
                 }
             }
         }
@@ -230,7 +229,7 @@ public final class HessianAccumulator implements Serializable {
 
     /** Copies row i of a product block, columns [i, width), into {@code row} at the same positions. */
     private interface RowReader {
-        void read(int i, double[] row);
+        void read(int i, double[] row, float[] scratch);
     }
 
     /** Adds the upper part of a product block (row i from column i on) into the fixed-point sums, rows in parallel. */
@@ -240,8 +239,9 @@ public final class HessianAccumulator implements Serializable {
         int strip = 16;
         IntStream.range(0, (rows + strip - 1) / strip).parallel().forEach(s -> {
             double[] row = new double[width];
+            float[] scratch = new float[width];
             for (int i = s * strip; i < Math.min(rows, (s + 1) * strip); i++) {
-                products.read(i, row);
+                products.read(i, row, scratch);
                 int base = i * width;
                 for (int j = i; j < width; j++) {
                     add128(h, l, base + j, row[j]);
