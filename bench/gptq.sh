@@ -6,6 +6,11 @@
 #   THREADS=1 SHAPES=4096x4096 bench/gptq.sh
 #   EXTRA="--desc-act" bench/gptq.sh   # act-order
 # Needs /work/venv/bin/python (or PYTHON=...) with torch and numpy, and a compiled tree (runs mvn test-compile).
+#
+# OpenBLAS 0.3.19 (the one ND4J M2.1 ships) may misdetect the CPU: on this project's KVM Xeons (AVX-512, generic
+# model name) it falls back to its Prescott (SSE3) kernels, 3-5x slower, and its AVX-512 (SkylakeX) kernels break
+# dpotrf there (OpenBLAS issues #2986, #3454). Unless OPENBLAS_CORETYPE is set, this script uses Haswell (AVX2)
+# kernels on CPUs with AVX2. Torch uses its own MKL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -14,6 +19,9 @@ PY=${PYTHON:-/work/venv/bin/python}
 DIR=${BENCH_DIR:-/tmp/sparkquant-gptq-bench}
 EXTRA=${EXTRA:-}
 mkdir -p "$DIR"
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
+  export OPENBLAS_CORETYPE=Haswell
+fi
 
 mvn -B -o -Dquick test-compile > "$DIR/mvn.log" 2>&1 || { tail -30 "$DIR/mvn.log"; exit 1; }
 CP="target/classes:target/test-classes:$(cat target/test-classpath.txt)"
@@ -37,7 +45,8 @@ if not os.path.exists(hpath):
 if not os.path.exists(wpath):
     np.save(wpath, (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32))
 PYEOF
-  echo "== GPTQ ${rows}x${cols} (out x in), H ${cols}^2, 4-bit g128 ${EXTRA}, threads=$THREADS"
+  echo "== GPTQ ${rows}x${cols} (out x in), H ${cols}^2, 4-bit g128 ${EXTRA}, threads=$THREADS," \
+       "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}"
   torch_line=$(OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS "$PY" bench/gptq_torch.py --w "$w" --h "$h" \
       --threads "$THREADS" --out "$DIR/codes_torch.npy" $EXTRA)
   echo "$torch_line"

@@ -18,28 +18,34 @@ import org.sparkquant.SparkQuantException;
  *
  * <p><b>Row-partition invariance.</b> Rows never mix in GPTQ, so the only way a row's bits could depend on which
  * other rows are quantized with it is the block update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (sgemm/dgemm with rows on
- * M and the remaining columns on N). OpenBLAS computes elements that fall into a partial micro-tile (M or N not a
- * multiple of the kernel's unroll) with edge code that rounds differently, and where the edges fall depends on M
- * and on how its threads split the matrix (measured: M = 300 rows vs. chunks of 7 rows, or 1 vs. 2 threads with
- * N = 172, change ~1 % of the elements in the last bit). So the working matrix is padded with zero rows and zero
- * columns to multiples of {@value #ALIGN}, and the block size is a multiple of 16: every gemm then has M and N
- * multiples of 16 and every real element is computed by the full kernel with the same K order, whatever the row
- * partition or thread count (checked by the tests). The per-column work is done row by row in Java (rows in
+ * M). OpenBLAS's result for an element depends on more than its operands: elements in a partial micro-tile use
+ * edge code, the thread split moves tile boundaries with M, and some kernels (OpenBLAS 0.3.19 Haswell sgemm) even
+ * round a row differently depending on its position within the call (all measured). So the update runs as calls of
+ * exactly {@value #CALL_ROWS} rows on a grid fixed by the rows' global index ({@code firstRow}): a row always sits
+ * at the same position of a call with the same dimensions, zero rows pad the grid, columns are padded to a multiple
+ * of {@value #ALIGN} and the block size is a multiple of 16. Any partition of a matrix's rows into blocks then gives
+ * the same bits for the same OpenBLAS kernel and thread count (the tests check blocks of 1, 7, 64 and 100 rows).
+ * Calls of 256 rows cost ~5 % over one call for all rows. The per-column work is done row by row in Java (rows in
  * parallel), deterministic by construction.
  */
 final class GptqSolver {
     static final int ALIGN = 64;
+    /** Rows per block-update gemm call, on a grid of global row indices. */
+    static final int CALL_ROWS = 256;
     /** Bytes of native working matrix per chunk of rows. */
     private static final long CHUNK_BYTES = 256L << 20;
 
     private GptqSolver() {}
 
-    static QuantizedRows quantize(float[] rows, int rowCount, GptqPreparation prep) {
+    static QuantizedRows quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep) {
         QuantConfig cfg = prep.config();
         int n = prep.columns();
         if (rowCount < 0 || (long) rowCount * n != rows.length) {
             throw SparkQuantException.badInput("weight block of " + rows.length + " values is not [" + rowCount + ", "
                     + n + "]");
+        }
+        if (firstRow < 0) {
+            throw SparkQuantException.badInput("first row must be >= 0, got " + firstRow);
         }
         int g = cfg.groupColumns(n);
         int groups = cfg.groups(n);
@@ -51,10 +57,13 @@ final class GptqSolver {
         Output out = new Output(rowCount, n, groups);
         boolean f32 = cfg.precision() == Precision.FP32;
         long rowBytes = (long) roundUp(n) * (f32 ? 4 : 8);
-        int chunk = (int) Math.max(ALIGN, CHUNK_BYTES / rowBytes / ALIGN * ALIGN);
-        chunk = Math.min(chunk, roundUp(Math.max(rowCount, 1)));
-        for (int r0 = 0; r0 < rowCount; r0 += chunk) {
-            new Chunk(prep, rows, r0, Math.min(chunk, rowCount - r0), out).run();
+        long chunk = Math.max(CALL_ROWS, CHUNK_BYTES / rowBytes / CALL_ROWS * CALL_ROWS);
+        long end = (long) firstRow + rowCount;
+        // Chunks of the global call grid; each holds the real rows of [firstRow, end) that fall into it.
+        for (long cs = firstRow - firstRow % CALL_ROWS; cs < end; cs += chunk) {
+            long lo = Math.max(firstRow, cs);
+            long hi = Math.min(end, cs + chunk);
+            new Chunk(prep, rows, (int) (lo - firstRow), (int) (hi - lo), (int) (lo - cs), out).run();
         }
         return new QuantizedRows(rowCount, n, cfg.bits(), g, groups, out.codes, out.scales, out.zeros, gIdx,
                 out.dequantized, out.losses);
@@ -80,7 +89,10 @@ final class GptqSolver {
         }
     }
 
-    /** Rows [r0, r0+m), with their native working copy of W padded to [roundUp(m), roundUp(n)]. */
+    /**
+     * Rows [r0, r0+m) of the block, with their native working copy of W: {@code lead} zero rows first (the rows'
+     * place on the global call grid), zero rows up to a multiple of CALL_ROWS after, zero columns up to roundUp(n).
+     */
     private static final class Chunk {
         private final GptqPreparation prep;
         private final QuantConfig cfg;
@@ -88,6 +100,7 @@ final class GptqSolver {
         private final float[] rows;
         private final int r0;
         private final int m;
+        private final int lead;
         private final int padded;
         private final int n;
         /** Row stride of the native W: n padded with zero columns. */
@@ -108,14 +121,15 @@ final class GptqSolver {
         /** Static group params per row: [m][groups][2]. */
         private final double[] staticParams;
 
-        Chunk(GptqPreparation prep, float[] rows, int r0, int m, Output out) {
+        Chunk(GptqPreparation prep, float[] rows, int r0, int m, int lead, Output out) {
             this.prep = prep;
             this.cfg = prep.config();
             this.quantizer = new MinMaxQuantizer(cfg);
             this.rows = rows;
             this.r0 = r0;
             this.m = m;
-            this.padded = roundUp(m);
+            this.lead = lead;
+            this.padded = (lead + m + CALL_ROWS - 1) / CALL_ROWS * CALL_ROWS;
             this.n = prep.columns();
             this.np = roundUp(n);
             this.g = cfg.groupColumns(n);
@@ -199,13 +213,13 @@ final class GptqSolver {
                 for (int k = 0; k < n; k++) {
                     p[k] = (float) w[perm[k]];
                 }
-                w32v.put(r * np, p, 0, n);
+                w32v.put((lead + r) * np, p, 0, n);
             } else {
                 double[] p = new double[n];
                 for (int k = 0; k < n; k++) {
                     p[k] = w[perm[k]];
                 }
-                w64v.put(r * np, p, 0, n);
+                w64v.put((lead + r) * np, p, 0, n);
             }
         }
 
@@ -243,8 +257,11 @@ final class GptqSolver {
                         hb32.getPointer((long) i * wp).put(blk, i * width, width);
                         hb32.getPointer((long) i * wp + width).put(zeros, 0, zeros.length);
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, np - i2, cnt, -1f, err32, bs,
-                            hb32.getPointer(cnt), wp, 1f, w32.getPointer(i2), np);
+                    for (int c0 = 0; c0 < padded; c0 += CALL_ROWS) {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, CALL_ROWS, np - i2, cnt, -1f,
+                                err32.getPointer((long) c0 * bs), bs, hb32.getPointer(cnt), wp, 1f,
+                                w32.getPointer((long) c0 * np + i2), np);
+                    }
                 } else {
                     double[] blk = prep.block64(b);
                     double[] zeros = new double[np - n];
@@ -252,8 +269,11 @@ final class GptqSolver {
                         hb64.getPointer((long) i * wp).put(blk, i * width, width);
                         hb64.getPointer((long) i * wp + width).put(zeros, 0, zeros.length);
                     }
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, np - i2, cnt, -1.0, err64, bs,
-                            hb64.getPointer(cnt), wp, 1.0, w64.getPointer(i2), np);
+                    for (int c0 = 0; c0 < padded; c0 += CALL_ROWS) {
+                        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, CALL_ROWS, np - i2, cnt, -1.0,
+                                err64.getPointer((long) c0 * bs), bs, hb64.getPointer(cnt), wp, 1.0,
+                                w64.getPointer((long) c0 * np + i2), np);
+                    }
                 }
             }
         }
@@ -288,7 +308,7 @@ final class GptqSolver {
         private void rowBlock32(int r, int i1, int i2, float[] hd, FloatBuffer ev) {
             int cnt = i2 - i1;
             float[] w1 = new float[cnt];
-            w32v.get(r * np + i1, w1, 0, cnt);
+            w32v.get((lead + r) * np + i1, w1, 0, cnt);
             float[] err = new float[cnt];
             double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
             float maxq = cfg.maxq();
@@ -317,7 +337,7 @@ final class GptqSolver {
                 }
             }
             out.losses[outRow] += loss;
-            ev.put(r * cfg.blockSize(), err, 0, cnt);
+            ev.put((lead + r) * cfg.blockSize(), err, 0, cnt);
             recordFixedParams(r, i1);
         }
 
@@ -325,7 +345,7 @@ final class GptqSolver {
         private void rowBlock64(int r, int i1, int i2, double[] hd, DoubleBuffer ev) {
             int cnt = i2 - i1;
             double[] w1 = new double[cnt];
-            w64v.get(r * np + i1, w1, 0, cnt);
+            w64v.get((lead + r) * np + i1, w1, 0, cnt);
             double[] err = new double[cnt];
             double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
             double maxq = cfg.maxq();
@@ -354,7 +374,7 @@ final class GptqSolver {
                 }
             }
             out.losses[outRow] += loss;
-            ev.put(r * cfg.blockSize(), err, 0, cnt);
+            ev.put((lead + r) * cfg.blockSize(), err, 0, cnt);
             recordFixedParams(r, i1);
         }
 
@@ -373,7 +393,7 @@ final class GptqSolver {
         }
 
         private void readW(int r, int c0, int len, double[] dst) {
-            int at = r * np + c0;
+            int at = (lead + r) * np + c0;
             if (f32) {
                 float[] f = new float[len];
                 w32v.get(at, f, 0, len);

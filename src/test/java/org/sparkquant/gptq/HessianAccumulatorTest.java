@@ -183,22 +183,6 @@ class HessianAccumulatorTest {
     }
 
     @Test
-    void openBlasThreadCountDoesNotChangeBits() {
-        int n = 600;
-        List<float[]> seqs = sequences(3, n, 5);
-        int before = org.bytedeco.openblas.presets.openblas_nolapack.blas_get_num_threads();
-        try {
-            org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(1);
-            Hessian one = accumulate(seqs, 0, 3, n, Precision.FP32).finish();
-            org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(2);
-            Hessian two = accumulate(seqs, 0, 3, n, Precision.FP32).finish();
-            assertEquals(one, two);
-        } finally {
-            org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(before);
-        }
-    }
-
-    @Test
     void serializesMidwayAndContinues() throws Exception {
         int n = 80;
         List<float[]> seqs = sequences(4, n, 6);
