@@ -272,8 +272,13 @@ public final class HessianAccumulator implements Serializable {
         }
         long old = lo[k];
         long sum = old + l;
-        hi[k] += h + (Long.compareUnsigned(sum, old) < 0 ? 1 : 0);
+        hi[k] += h + carry(old, l, sum);
         lo[k] = sum;
+    }
+
+    /** Carry out of the unsigned 64-bit addition a + b = sum, branch-free. */
+    private static long carry(long a, long b, long sum) {
+        return ((a & b) | ((a | b) & ~sum)) >>> 63;
     }
 
     /** The 128-bit value h·2^64 + unsigned(l), times 2^−48, rounded to double without cancellation. */
@@ -301,7 +306,7 @@ public final class HessianAccumulator implements Serializable {
             long[] ol = other.lo[b];
             for (int k = 0; k < h.length; k++) {
                 long sum = l[k] + ol[k];
-                h[k] += oh[k] + (Long.compareUnsigned(sum, l[k]) < 0 ? 1 : 0);
+                h[k] += oh[k] + carry(l[k], ol[k], sum);
                 l[k] = sum;
             }
         }
