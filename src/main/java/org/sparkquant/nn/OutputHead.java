@@ -6,6 +6,7 @@ import java.util.List;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.ops.transforms.Transforms;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.ModelConfig;
 
@@ -95,7 +96,7 @@ public final class OutputHead {
                 INDArray x = normed.get(b);
                 INDArray logits = Kernels.matrix(x.rows(), v1 - v0);
                 Nd4j.gemm(x, weight, logits, false, true, 1.0, 0.0);
-                stats.get(b).fold(Kernels.floats(logits), v0, v1 - v0);
+                stats.get(b).fold(logits, v0, v1 - v0);
                 logits.close();
             }
             weight.close();
@@ -122,27 +123,32 @@ public final class OutputHead {
             java.util.Arrays.fill(max, Double.NEGATIVE_INFINITY);
         }
 
-        void fold(FloatBuffer logits, int v0, int width) {
-            for (int r = 0; r < targets.length; r++) {
-                if (targets[r] < 0) {
-                    continue;
-                }
-                int base = r * width;
-                float chunkMax = Float.NEGATIVE_INFINITY;
-                for (int j = 0; j < width; j++) {
-                    chunkMax = Math.max(chunkMax, logits.get(base + j));
-                }
-                double m = Math.max(max[r], chunkMax);
-                double s = sum[r] * Math.exp(max[r] - m);
-                for (int j = 0; j < width; j++) {
-                    s += Math.exp(logits.get(base + j) - m);
-                }
-                max[r] = m;
-                sum[r] = s;
+        /**
+         * Folds a [rows, width] chunk of logits into the running statistics. The exponentials run as native ND4J
+         * ops (shifted by the running max, so they never overflow); the logits array is consumed.
+         */
+        void fold(INDArray logits, int v0, int width) {
+            FloatBuffer values = Kernels.floats(logits);
+            int rows = targets.length;
+            for (int r = 0; r < rows; r++) {
                 int t = targets[r] - v0;
-                if (t >= 0 && t < width) {
-                    target[r] = logits.get(base + t);
+                if (targets[r] >= 0 && t >= 0 && t < width) {
+                    target[r] = values.get(r * width + t);
                 }
+            }
+            float[] chunkMax = logits.max(1).toFloatVector();
+            float[] shift = new float[rows];
+            for (int r = 0; r < rows; r++) {
+                double m = Math.max(max[r], chunkMax[r]);
+                shift[r] = (float) m;
+                sum[r] = sum[r] == 0 ? 0 : sum[r] * Math.exp(max[r] - m);
+                max[r] = m;
+            }
+            logits.subiColumnVector(Nd4j.createFromArray(shift).reshape(rows, 1));
+            Transforms.exp(logits, false);
+            float[] chunkSum = logits.sum(1).toFloatVector();
+            for (int r = 0; r < rows; r++) {
+                sum[r] += chunkSum[r];
             }
         }
 
