@@ -58,12 +58,12 @@ public final class DenseLinear implements LinearWeights {
 
     @Override
     public int outFeatures() {
-        return (int) weight.rows();
+        return weight.rows();
     }
 
     @Override
     public int inFeatures() {
-        return (int) weight.columns();
+        return weight.columns();
     }
 
     @Override
@@ -74,5 +74,12 @@ public final class DenseLinear implements LinearWeights {
     @Override
     public float[] bias() {
         return bias;
+    }
+
+    @Override
+    public void close() {
+        if (weight.closeable()) {
+            weight.close();
+        }
     }
 }

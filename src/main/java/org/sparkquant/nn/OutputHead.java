@@ -45,7 +45,7 @@ public final class OutputHead {
     public INDArray normalize(INDArray hiddenStates) {
         Kernels.requireMatrix(hiddenStates, hiddenStates.rows(), hidden, "hidden states");
         INDArray out = Kernels.matrix(hiddenStates.rows(), hidden);
-        Kernels.rmsNorm(Kernels.floats(hiddenStates), Kernels.floats(out), (int) hiddenStates.rows(), hidden, norm, eps);
+        Kernels.rmsNorm(Kernels.floats(hiddenStates), Kernels.floats(out), hiddenStates.rows(), hidden, norm, eps);
         return out;
     }
 
@@ -72,7 +72,7 @@ public final class OutputHead {
         int maxRows = 1;
         for (int b = 0; b < hiddenStates.size(); b++) {
             INDArray h = hiddenStates.get(b);
-            int rows = (int) h.rows();
+            int rows = h.rows();
             if (targets.get(b).length != rows) {
                 throw new IllegalArgumentException("batch " + b + ": " + rows + " rows but " + targets.get(b).length
                         + " targets");

@@ -71,9 +71,10 @@ public final class PerplexityEvaluator {
         }
         try (DecoderLayer layer = model.newDecoderLayer()) {
             for (int i = 0; i < model.config().numLayers(); i++) {
-                LayerWeights weights = model.layerWeights(i);
-                for (int b = 0; b < hidden.size(); b++) {
-                    layer.forward(hidden.get(b), batches.get(b), weights, LayerHooks.NONE);
+                try (LayerWeights weights = model.layerWeights(i)) {
+                    for (int b = 0; b < hidden.size(); b++) {
+                        layer.forward(hidden.get(b), batches.get(b), weights, LayerHooks.NONE);
+                    }
                 }
             }
         }

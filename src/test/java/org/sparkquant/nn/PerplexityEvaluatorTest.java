@@ -41,7 +41,7 @@ class PerplexityEvaluatorTest {
             for (int[] w : windows) {
                 INDArray logits = lm.logits(List.of(w));
                 float[] l = logits.data().asFloat();
-                int vocab = (int) logits.columns();
+                int vocab = logits.columns();
                 for (int p = 0; p + 1 < w.length; p++) {
                     double max = Double.NEGATIVE_INFINITY;
                     for (int v = 0; v < vocab; v++) {
