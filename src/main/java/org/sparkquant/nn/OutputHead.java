@@ -65,7 +65,8 @@ public final class OutputHead {
      */
     public List<double[]> nll(List<INDArray> hiddenStates, List<int[]> targets) {
         if (hiddenStates.size() != targets.size()) {
-            throw new IllegalArgumentException(hiddenStates.size() + " batches but " + targets.size() + " target lists");
+            throw new IllegalArgumentException(hiddenStates.size() + " batches but " + targets.size()
+                    + " target lists");
         }
         List<INDArray> normed = new ArrayList<>();
         List<Stats> stats = new ArrayList<>();
@@ -86,7 +87,8 @@ public final class OutputHead {
             stats.add(new Stats(targets.get(b)));
             maxRows = Math.max(maxRows, rows);
         }
-        int chunk = (int) Math.max(1, Math.min(vocab, Math.min(CHUNK_BYTES / (4L * hidden), LOGITS_ELEMENTS / maxRows)));
+        long rowsPerChunk = Math.min(CHUNK_BYTES / (4L * hidden), LOGITS_ELEMENTS / maxRows);
+        int chunk = (int) Math.max(1, Math.min(vocab, rowsPerChunk));
         for (int v0 = 0; v0 < vocab; v0 += chunk) {
             int v1 = Math.min(vocab, v0 + chunk);
             INDArray weight = Kernels.matrix(v1 - v0, hidden);

@@ -10,8 +10,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * Local (single-process) perplexity with the GPTQ paper's protocol: every window of tokens predicts its tokens
  * {@code 1 .. length-1}, and {@code ppl = exp(total NLL / predicted tokens)}. The model streams layer by layer over all
  * windows: only one layer's weights and the hidden states of the windows are held, and the windows go through each
- * layer in micro-batches of at most {@code tokensPerBatch} tokens, which bounds the scratch memory. A Spark job runs one
- * evaluator per partition and adds the {@link Perplexity} results.
+ * layer in micro-batches of at most {@code tokensPerBatch} tokens, which bounds the scratch memory. A Spark job runs
+ * one evaluator per partition and adds the {@link Perplexity} results.
  */
 public final class PerplexityEvaluator {
     public static final int DEFAULT_TOKENS_PER_BATCH = 2048;

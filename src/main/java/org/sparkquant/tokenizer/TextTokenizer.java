@@ -59,8 +59,8 @@ public final class TextTokenizer implements AutoCloseable {
     public static TextTokenizer load(Storage storage, String modelDirectory, Boolean addBos) {
         String uri = Storage.resolve(modelDirectory, FILE);
         if (!storage.exists(uri)) {
-            throw SparkQuantException.badInput(uri + ": no such file (the model's Hugging Face fast tokenizer is needed;"
-                    + " tokenizer.model alone is not supported)");
+            throw SparkQuantException.badInput(uri + ": no such file (the model's Hugging Face fast tokenizer is "
+                    + "needed; tokenizer.model alone is not supported)");
         }
         byte[] bytes = storage.readAll(uri);
         ObjectMapper mapper = new ObjectMapper();
