@@ -15,7 +15,8 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         versionProvider = Version.class,
         description = "Quantize large language models with GPTQ on Apache Spark.",
-        subcommands = {InspectCommand.class, GenerateCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {InspectCommand.class, EvalCommand.class, GenerateCommand.class, VerifyCommand.class,
+                CommandLine.HelpCommand.class})
 public final class SparkQuant implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
@@ -37,6 +38,8 @@ public final class SparkQuant implements Runnable {
     public static int execute(PrintWriter out, PrintWriter err, String... args) {
         boolean verbose = Arrays.asList(args).contains("--verbose");
         CommandLine cli = new CommandLine(new SparkQuant());
+        // options from a --config job file come first; the same option on the command line overrides them
+        cli.setOverwrittenOptionsAllowed(true);
         cli.setOut(out);
         cli.setErr(err);
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
@@ -53,7 +56,15 @@ public final class SparkQuant implements Runnable {
             err.flush();
             return failure != null ? failure.exitCode() : 1;
         });
-        return cli.execute(args);
+        String[] expanded;
+        try {
+            expanded = JobFile.expand(args);
+        } catch (SparkQuantException e) {
+            err.println("sparkquant: error: " + e.getMessage());
+            err.flush();
+            return e.exitCode();
+        }
+        return cli.execute(expanded);
     }
 
     /** A SparkQuantException anywhere in the cause chain (Spark wraps executor failures). */

@@ -65,6 +65,11 @@ public final class Storage implements Serializable {
     public synchronized Configuration configuration() {
         if (configuration == null) {
             Configuration conf = new Configuration();
+            // Hadoop's default local file system writes .crc side files and fails reads of files edited by anything
+            // else; model directories are shared with other tools, so use the raw one (uncached: the cache key
+            // ignores the configuration).
+            conf.set("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem");
+            conf.setBoolean("fs.file.impl.disable.cache", true);
             settings.forEach(conf::set);
             configuration = conf;
         }

@@ -1,0 +1,136 @@
+package org.sparkquant.io;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkquant.SparkQuantException;
+
+/**
+ * The {@code _SUCCESS} file of a finished output: every file with its size and SHA-256. It is written last, so its
+ * presence means the output is complete; {@link #verify} recomputes every checksum. Directories starting with
+ * {@code _} (the work area) and {@code _SUCCESS} itself are not listed.
+ */
+public final class OutputManifest {
+    public static final String FILE = "_SUCCESS";
+    public static final String FORMAT = "sparkquant-manifest-v1";
+
+    public record Entry(String file, long size, String sha256) {}
+
+    private OutputManifest() {}
+
+    /** Checksums the files of {@code directory} (recursively) and writes {@code _SUCCESS}. */
+    public static List<Entry> write(Storage storage, String directory, String producer) {
+        List<Entry> entries = new ArrayList<>();
+        for (String file : files(storage, directory, "")) {
+            entries.add(entry(storage, directory, file));
+        }
+        ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+        ObjectNode root = mapper.createObjectNode();
+        root.put("format", FORMAT);
+        root.put("producer", producer);
+        ArrayNode list = root.putArray("files");
+        for (Entry e : entries) {
+            list.addObject().put("file", e.file()).put("size", e.size()).put("sha256", e.sha256());
+        }
+        try {
+            storage.writeString(Storage.resolve(directory, FILE), mapper.writeValueAsString(root) + "\n");
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+        return entries;
+    }
+
+    public static boolean isComplete(Storage storage, String directory) {
+        return storage.exists(Storage.resolve(directory, FILE));
+    }
+
+    /** Problems found, one line each; empty when every file matches. */
+    public static List<String> verify(Storage storage, String directory) {
+        String uri = Storage.resolve(directory, FILE);
+        if (!storage.exists(uri)) {
+            throw SparkQuantException.badInput(directory + ": no " + FILE + " (the output is not finished, or was not "
+                    + "written by sparkquant)");
+        }
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(storage.readString(uri));
+        } catch (JsonProcessingException e) {
+            throw SparkQuantException.badInput(uri + ": not valid JSON (" + e.getOriginalMessage() + ")");
+        }
+        if (root == null || !FORMAT.equals(root.path("format").asText()) || !root.path("files").isArray()) {
+            throw SparkQuantException.badInput(uri + ": not a " + FORMAT + " manifest");
+        }
+        List<String> problems = new ArrayList<>();
+        List<String> listed = new ArrayList<>();
+        for (JsonNode f : root.get("files")) {
+            String file = f.path("file").asText();
+            listed.add(file);
+            String path = Storage.resolve(directory, file);
+            if (!storage.exists(path)) {
+                problems.add(file + ": missing");
+                continue;
+            }
+            Entry actual = entry(storage, directory, file);
+            if (actual.size() != f.path("size").asLong()) {
+                problems.add(file + ": size " + actual.size() + ", manifest says " + f.path("size").asLong());
+            } else if (!actual.sha256().equals(f.path("sha256").asText())) {
+                problems.add(file + ": sha256 " + actual.sha256() + ", manifest says " + f.path("sha256").asText());
+            }
+        }
+        for (String file : files(storage, directory, "")) {
+            if (!listed.contains(file)) {
+                problems.add(file + ": not in the manifest");
+            }
+        }
+        return problems;
+    }
+
+    private static List<String> files(Storage storage, String directory, String prefix) {
+        List<String> out = new ArrayList<>();
+        String dir = prefix.isEmpty() ? directory : Storage.resolve(directory, prefix);
+        for (String name : storage.list(dir)) {
+            if (name.startsWith("_") || name.startsWith(".")) {
+                continue;
+            }
+            String relative = prefix.isEmpty() ? name : prefix + "/" + name;
+            if (storage.isDirectory(Storage.resolve(directory, relative))) {
+                out.addAll(files(storage, directory, relative));
+            } else {
+                out.add(relative);
+            }
+        }
+        return out;
+    }
+
+    private static Entry entry(Storage storage, String directory, String file) {
+        String uri = Storage.resolve(directory, file);
+        MessageDigest sha;
+        try {
+            sha = MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+        long size = 0;
+        byte[] buffer = new byte[1 << 20];
+        try (InputStream in = storage.openStream(uri)) {
+            for (int n; (n = in.read(buffer)) > 0; ) {
+                sha.update(buffer, 0, n);
+                size += n;
+            }
+        } catch (IOException e) {
+            throw SparkQuantException.badInput("cannot read " + uri + ": " + e.getMessage());
+        }
+        return new Entry(file, size, HexFormat.of().formatHex(sha.digest()));
+    }
+}

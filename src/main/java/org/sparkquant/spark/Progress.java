@@ -1,0 +1,73 @@
+package org.sparkquant.spark;
+
+import java.io.PrintStream;
+import java.util.Locale;
+
+import org.apache.spark.api.java.JavaSparkContext;
+
+/**
+ * Progress of a layer-by-layer run: one line per step with elapsed time and an ETA from the finished layers, and the
+ * same text as the Spark job group so that the Spark UI tells the story ({@code layer 12/32 · mlp.down_proj ·
+ * hessian}).
+ */
+public final class Progress {
+    private final JavaSparkContext jsc;
+    private final PrintStream out;
+    private final String runId;
+    private final int layers;
+    private final long start;
+    private final int firstLayer;
+    private int layersDone;
+    private long layersDoneNanos;
+
+    /** {@code firstLayer} is where this process starts (a resumed run skips the finished ones). */
+    public Progress(JavaSparkContext jsc, PrintStream out, String runId, int layers, int firstLayer) {
+        this.jsc = jsc;
+        this.out = out;
+        this.runId = runId;
+        this.layers = layers;
+        this.firstLayer = firstLayer;
+        this.start = System.nanoTime();
+    }
+
+    /** Announces a step of a layer (layer is 0-based; -1 for steps outside the layers). */
+    public void step(int layer, String what) {
+        String label = layer < 0 ? what : String.format(Locale.ROOT, "layer %d/%d · %s", layer + 1, layers, what);
+        if (jsc != null) {
+            jsc.setJobGroup(runId, label, false);
+            jsc.setJobDescription(label);
+        }
+        out.printf(Locale.ROOT, "[%s] %s%s%n", clock(elapsedSeconds()), label, eta());
+        out.flush();
+    }
+
+    /** Marks a layer finished; the ETA extrapolates from the layers this process ran. */
+    public void layerDone() {
+        layersDone++;
+        layersDoneNanos = System.nanoTime() - start;
+    }
+
+    public void message(String text) {
+        out.printf(Locale.ROOT, "[%s] %s%n", clock(elapsedSeconds()), text);
+        out.flush();
+    }
+
+    public double elapsedSeconds() {
+        return (System.nanoTime() - start) / 1e9;
+    }
+
+    private String eta() {
+        if (layersDone == 0) {
+            return "";
+        }
+        double perLayer = layersDoneNanos / 1e9 / layersDone;
+        int left = Math.max(0, layers - firstLayer - layersDone);
+        return left == 0 ? "" : " · ETA " + clock(perLayer * left);
+    }
+
+    static String clock(double seconds) {
+        long s = Math.round(seconds);
+        return s >= 3600 ? String.format(Locale.ROOT, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
+                : String.format(Locale.ROOT, "%d:%02d", s / 60, s % 60);
+    }
+}

@@ -1,0 +1,98 @@
+package org.sparkquant.spark;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.io.Serializable;
+import java.util.UUID;
+
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Storage;
+
+/**
+ * The {@code _work/} directory under an output: what a run stages before the final files exist, and what
+ * {@code --resume} continues from. Writes are idempotent: a file is written under a unique temporary name and renamed
+ * into place, and a file that is already in place is kept, so retried and speculative tasks (which compute the same
+ * bytes) never duplicate or tear output.
+ */
+public final class WorkDir implements Serializable {
+    private static final long serialVersionUID = 1L;
+    public static final String NAME = "_work";
+
+    private final Storage storage;
+    private final String root;
+
+    public WorkDir(Storage storage, String output) {
+        this.storage = storage;
+        this.root = Storage.resolve(output, NAME);
+    }
+
+    public String root() {
+        return root;
+    }
+
+    public String path(String relative) {
+        return Storage.resolve(root, relative);
+    }
+
+    public boolean exists(String relative) {
+        return storage.exists(path(relative));
+    }
+
+    /** Writes {@code relative} atomically unless it already exists; returns false when it was already there. */
+    public boolean writeOnce(String relative, Writer writer) {
+        String target = path(relative);
+        if (storage.exists(target)) {
+            return false;
+        }
+        String temp = target + ".tmp-" + UUID.randomUUID();
+        try (OutputStream out = storage.create(temp)) {
+            writer.write(out);
+        } catch (IOException e) {
+            storage.delete(temp);
+            throw SparkQuantException.internal("cannot write " + temp + ": " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            storage.delete(temp);
+            throw e;
+        }
+        if (storage.exists(target)) {
+            storage.delete(temp); // another attempt won the race with the same bytes
+            return false;
+        }
+        try {
+            storage.rename(temp, target);
+        } catch (SparkQuantException e) {
+            if (!storage.exists(target)) {
+                throw e;
+            }
+            storage.delete(temp);
+            return false;
+        }
+        return true;
+    }
+
+    /** Replaces {@code relative} atomically (progress records). */
+    public void replace(String relative, String content) {
+        String target = path(relative);
+        String temp = target + ".tmp-" + UUID.randomUUID();
+        storage.writeString(temp, content);
+        storage.delete(target);
+        storage.rename(temp, target);
+    }
+
+    public String read(String relative) {
+        return storage.readString(path(relative));
+    }
+
+    public void delete(String relative) {
+        storage.delete(path(relative));
+    }
+
+    public void deleteAll() {
+        storage.delete(root);
+    }
+
+    @FunctionalInterface
+    public interface Writer {
+        void write(OutputStream out) throws IOException;
+    }
+}
