@@ -39,6 +39,9 @@ public record ModelConfig(
 
     public static final List<String> SUPPORTED = List.of("llama", "mistral", "qwen2", "qwen3");
 
+    /** transformers' MistralConfig.sliding_window when config.json does not set it. */
+    static final int MISTRAL_DEFAULT_WINDOW = 4096;
+
     public static ModelConfig load(Storage storage, String modelDirectory) {
         String uri = Storage.resolve(modelDirectory, "config.json");
         if (!storage.exists(uri)) {
@@ -93,7 +96,12 @@ public record ModelConfig(
         boolean outputBias = !qwen2 && r.bool("attention_bias", false);
         int window = 0;
         if (type.equals("mistral")) {
-            window = r.has("sliding_window") && !root.get("sliding_window").isNull() ? r.positiveInt("sliding_window") : 0;
+            // transformers' MistralConfig defaults a missing sliding_window to 4096; an explicit null means none
+            if (!r.has("sliding_window")) {
+                window = MISTRAL_DEFAULT_WINDOW;
+            } else if (!root.get("sliding_window").isNull()) {
+                window = r.positiveInt("sliding_window");
+            }
         } else if ((qwen2 || qwen3) && r.bool("use_sliding_window", false)) {
             throw SparkQuantException.badInput(source + ": use_sliding_window=true is not supported for " + type);
         }

@@ -95,7 +95,9 @@ public final class CausalLM implements AutoCloseable {
                 int index = i;
                 LayerHooks layerHooks = hooks == null ? LayerHooks.NONE
                         : (input, x, b) -> hooks.onInput(input, x, b, index);
-                layer.forward(hidden, batch, layerWeights(i), layerHooks);
+                try (LayerWeights weights = layerWeights(i)) {
+                    layer.forward(hidden, batch, weights, layerHooks);
+                }
             }
         }
         return hidden;

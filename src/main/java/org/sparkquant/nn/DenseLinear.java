@@ -32,7 +32,8 @@ public final class DenseLinear implements LinearWeights {
     /** From a row-major {@code [out, in]} array. */
     public static DenseLinear of(float[] weight, int out, int in, float[] bias) {
         if (weight.length != (long) out * in) {
-            throw new IllegalArgumentException("weight has " + weight.length + " elements, expected " + out + "×" + in);
+            throw new IllegalArgumentException("weight has " + weight.length + " elements, expected " + out + "×"
+                    + in);
         }
         return new DenseLinear(Nd4j.create(weight, new long[] {out, in}, 'c'), bias);
     }
@@ -58,12 +59,12 @@ public final class DenseLinear implements LinearWeights {
 
     @Override
     public int outFeatures() {
-        return (int) weight.rows();
+        return weight.rows();
     }
 
     @Override
     public int inFeatures() {
-        return (int) weight.columns();
+        return weight.columns();
     }
 
     @Override
@@ -74,5 +75,12 @@ public final class DenseLinear implements LinearWeights {
     @Override
     public float[] bias() {
         return bias;
+    }
+
+    @Override
+    public void close() {
+        if (weight.closeable()) {
+            weight.close();
+        }
     }
 }

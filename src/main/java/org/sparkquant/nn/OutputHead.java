@@ -46,7 +46,7 @@ public final class OutputHead {
     public INDArray normalize(INDArray hiddenStates) {
         Kernels.requireMatrix(hiddenStates, hiddenStates.rows(), hidden, "hidden states");
         INDArray out = Kernels.matrix(hiddenStates.rows(), hidden);
-        Kernels.rmsNorm(Kernels.floats(hiddenStates), Kernels.floats(out), (int) hiddenStates.rows(), hidden, norm, eps);
+        Kernels.rmsNorm(Kernels.floats(hiddenStates), Kernels.floats(out), hiddenStates.rows(), hidden, norm, eps);
         return out;
     }
 
@@ -66,14 +66,15 @@ public final class OutputHead {
      */
     public List<double[]> nll(List<INDArray> hiddenStates, List<int[]> targets) {
         if (hiddenStates.size() != targets.size()) {
-            throw new IllegalArgumentException(hiddenStates.size() + " batches but " + targets.size() + " target lists");
+            throw new IllegalArgumentException(hiddenStates.size() + " batches but " + targets.size()
+                    + " target lists");
         }
         List<INDArray> normed = new ArrayList<>();
         List<Stats> stats = new ArrayList<>();
         int maxRows = 1;
         for (int b = 0; b < hiddenStates.size(); b++) {
             INDArray h = hiddenStates.get(b);
-            int rows = (int) h.rows();
+            int rows = h.rows();
             if (targets.get(b).length != rows) {
                 throw new IllegalArgumentException("batch " + b + ": " + rows + " rows but " + targets.get(b).length
                         + " targets");
@@ -87,7 +88,8 @@ public final class OutputHead {
             stats.add(new Stats(targets.get(b)));
             maxRows = Math.max(maxRows, rows);
         }
-        int chunk = (int) Math.max(1, Math.min(vocab, Math.min(CHUNK_BYTES / (4L * hidden), LOGITS_ELEMENTS / maxRows)));
+        long rowsPerChunk = Math.min(CHUNK_BYTES / (4L * hidden), LOGITS_ELEMENTS / maxRows);
+        int chunk = (int) Math.max(1, Math.min(vocab, rowsPerChunk));
         for (int v0 = 0; v0 < vocab; v0 += chunk) {
             int v1 = Math.min(vocab, v0 + chunk);
             INDArray weight = Kernels.matrix(v1 - v0, hidden);

@@ -2,7 +2,6 @@ package org.sparkquant.tokenizer;
 
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.OptionalInt;
@@ -60,8 +59,8 @@ public final class TextTokenizer implements AutoCloseable {
     public static TextTokenizer load(Storage storage, String modelDirectory, Boolean addBos) {
         String uri = Storage.resolve(modelDirectory, FILE);
         if (!storage.exists(uri)) {
-            throw SparkQuantException.badInput(uri + ": no such file (the model's Hugging Face fast tokenizer is needed;"
-                    + " tokenizer.model alone is not supported)");
+            throw SparkQuantException.badInput(uri + ": no such file (the model's Hugging Face fast tokenizer is "
+                    + "needed; tokenizer.model alone is not supported)");
         }
         byte[] bytes = storage.readAll(uri);
         ObjectMapper mapper = new ObjectMapper();
@@ -123,8 +122,7 @@ public final class TextTokenizer implements AutoCloseable {
         Map<String, Integer> ids = new LinkedHashMap<>();
         JsonNode vocab = json.path("model").get("vocab");
         if (vocab != null && vocab.isObject()) { // BPE, WordPiece, WordLevel
-            for (Iterator<Map.Entry<String, JsonNode>> it = vocab.fields(); it.hasNext(); ) {
-                Map.Entry<String, JsonNode> e = it.next();
+            for (Map.Entry<String, JsonNode> e : vocab.properties()) {
                 ids.put(e.getKey(), e.getValue().intValue());
             }
         } else if (vocab != null && vocab.isArray()) { // Unigram: [[piece, score], ...], id = index
