@@ -24,15 +24,26 @@ import math
 import os
 import sys
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-DTYPE_NAMES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+# torch (for bfloat16) is imported only by the commands that decode values: `count` needs just safetensors
+torch = None
+
+
+def load_torch():
+    global torch
+    if torch is None:
+        import torch as t
+        torch = t
+    return torch
+
+
+def dtype_name(dtype):
+    return {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }[dtype]
 
 
 def raw_bytes(t):
@@ -52,7 +63,7 @@ def values(t):
 
 
 def describe(t, with_values=True):
-    d = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "sha256": hashlib.sha256(raw_bytes(t)).hexdigest()}
+    d = {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "sha256": hashlib.sha256(raw_bytes(t)).hexdigest()}
     if with_values and t.numel() <= 4096:
         d["values"] = values(t)
     return d
@@ -71,6 +82,7 @@ def files_of(path):
 
 
 def read(path):
+    load_torch()
     files, index = files_of(path)
     tensors, metadata, where = {}, {}, {}
     for file in files:
@@ -95,6 +107,8 @@ def read(path):
 
 
 def write(file):
+    load_torch()
+    from safetensors.torch import save_file
     t = {
         "f64": torch.tensor([[-1.5, 0.0, 1.0 / 3.0], [2.0 ** -1030, 1e300, -7.25]], dtype=torch.float64),
         "f32": torch.tensor([[0.1, -2.5], [3.0e38, 1.0e-45], [-0.0, 7.0]], dtype=torch.float32),
@@ -119,7 +133,7 @@ def count(path):
     files, _ = files_of(path)
     parameters = tensors = 0
     for file in files:
-        with safe_open(file, framework="pt") as f:
+        with safe_open(file, framework="numpy") as f:
             for name in f.keys():
                 parameters += math.prod(f.get_slice(name).get_shape())  # 1 for a 0-d tensor
                 tensors += 1
@@ -132,7 +146,7 @@ def main(argv):
         return 2
     command, path = argv
     result = {"read": read, "write": write, "count": count}[command](path)
-    json.dump(result, sys.stdout, indent=1, allow_nan=False)
+    json.dump(result, sys.stdout, indent=1, sort_keys=True, allow_nan=False)
     print()
     return 0
 
