@@ -15,6 +15,8 @@ import org.sparkquant.io.TensorStore;
 public final class ExecutorCache {
     /** Open checkpoints by URI. */
     private static final Map<String, TensorStore> CHECKPOINTS = new ConcurrentHashMap<>();
+    /** Opened models (headers and small tensors only) by a key naming the source. */
+    private static final Map<String, Object> MODELS = new ConcurrentHashMap<>();
     /** The current layer's loaded weights (or any value keyed per layer): at most one entry. */
     private static final Object LAYER_LOCK = new Object();
     private static String layerKey;
@@ -24,6 +26,12 @@ public final class ExecutorCache {
 
     public static TensorStore checkpoint(Storage storage, String uri) {
         return CHECKPOINTS.computeIfAbsent(uri, u -> TensorStore.open(storage, u));
+    }
+
+    /** A model opened once per JVM; what it holds must be small (metadata, norms), not layers. */
+    @SuppressWarnings("unchecked")
+    public static <T> T model(String key, Supplier<T> opener) {
+        return (T) MODELS.computeIfAbsent(key, k -> opener.get());
     }
 
     /**
@@ -51,6 +59,16 @@ public final class ExecutorCache {
             layerKey = null;
             layerValue = null;
         }
+        MODELS.values().forEach(m -> {
+            if (m instanceof AutoCloseable c) {
+                try {
+                    c.close();
+                } catch (Exception ignored) {
+                    // closing cached readers is best effort
+                }
+            }
+        });
+        MODELS.clear();
         CHECKPOINTS.values().forEach(TensorStore::close);
         CHECKPOINTS.clear();
     }
