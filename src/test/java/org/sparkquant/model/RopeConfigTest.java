@@ -10,7 +10,10 @@ import java.util.Map;
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.Test;
 
-/** Rotary inverse frequencies: the defining formulas, and llama3 scaling against transformers. */
+/**
+ * Rotary inverse frequencies: the defining formulas (to fp32 precision, since RopeConfig follows transformers' fp32
+ * operations), and llama3 scaling against transformers itself.
+ */
 class RopeConfigTest {
 
     @Test
@@ -21,9 +24,10 @@ class RopeConfigTest {
         for (int i = 0; i < inv.length; i++) {
             // theta^(-2i/d) = exp(-(2i/d) ln theta)
             double want = Math.exp(-(2.0 * i / 64) * Math.log(10000));
-            assertEquals(want, inv[i], want * 1e-14, "i=" + i);
+            assertEquals(want, inv[i], want * 3e-7, "i=" + i);
+            assertEquals((float) inv[i], inv[i], 0.0, "an fp32 value");
         }
-        assertEquals(Math.pow(10000, -62.0 / 64), inv[31], 1e-18);
+        assertEquals(Math.pow(10000, -62.0 / 64), inv[31], inv[31] * 3e-7);
     }
 
     @Test
@@ -55,16 +59,16 @@ class RopeConfigTest {
                 assertEquals(plain[i], scaled[i], 0.0, "high frequency kept, i=" + i);
                 kept++;
             } else if (wavelen > 8192 / 1.0) {
-                assertEquals(plain[i] / 8, scaled[i], plain[i] * 1e-16, "low frequency divided, i=" + i);
+                assertEquals(plain[i] / 8, scaled[i], 0.0, "low frequency divided, i=" + i);
                 divided++;
             } else {
                 assertTrue(ratio >= 1 && ratio <= 8, "i=" + i + " ratio " + ratio);
                 // at the band's edges the interpolation meets the two rules
                 double smooth = (8192 / wavelen - 1) / (4 - 1);
-                assertEquals(1 / ((1 - smooth) / 8 + smooth), ratio, 1e-12, "i=" + i);
+                assertEquals(1 / ((1 - smooth) / 8 + smooth), ratio, ratio * 1e-6, "i=" + i);
                 between++;
             }
-            assertTrue(ratio >= previousRatio - 1e-12, "lower frequencies are scaled at least as much, i=" + i);
+            assertTrue(ratio >= previousRatio * (1 - 1e-6), "lower frequencies are scaled at least as much, i=" + i);
             previousRatio = ratio;
         }
         assertTrue(kept > 0 && divided > 0 && between > 0, kept + " " + between + " " + divided);
@@ -91,7 +95,7 @@ class RopeConfigTest {
             double[] plain = RopeConfig.plain(r.theta()).inverseFrequencies(headDim);
             for (int i = 0; i < inv.length; i++) {
                 double w = want.get(i).asDouble();
-                assertEquals(w, inv[i], w * 1e-6, e.getKey() + " inv_freq[" + i + "]");
+                assertEquals(w, inv[i], Math.ulp((float) w), e.getKey() + " inv_freq[" + i + "]");
                 double ratio = plain[i] / inv[i];
                 if (ratio > 1.0001 && ratio < r.factor() - 0.0001) {
                     medium++;
