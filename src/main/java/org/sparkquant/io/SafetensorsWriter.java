@@ -144,7 +144,8 @@ public final class SafetensorsWriter implements AutoCloseable {
             return;
         }
         if (current >= specs.size() || !specs.get(current).name().equals(tensor)) {
-            throw new IllegalStateException(name + ": expected data of '" + expected() + "', got '" + tensor + "'");
+            throw new IllegalStateException(name + ": " + (expected() == null ? "no more tensors expected"
+                    : "expected data of '" + expected() + "'") + ", got '" + tensor + "'");
         }
         if (length > remaining) {
             throw new IllegalStateException(name + ": " + length + " bytes exceed what is left of '" + tensor + "' ("
