@@ -21,7 +21,9 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.junit.jupiter.api.extension.AfterAllCallback;
 import org.junit.jupiter.api.extension.BeforeAllCallback;
+import org.junit.jupiter.api.extension.BeforeEachCallback;
 import org.junit.jupiter.api.extension.ExtensionContext;
+import org.opentest4j.TestAbortedException;
 
 /**
  * An S3 server for tests: moto in server mode, run by the system {@code python3} (moto is installed in the machine
@@ -36,10 +38,10 @@ import org.junit.jupiter.api.extension.ExtensionContext;
  * storage.writeString(S3.uri("model/config.json"), json);
  * }</pre>
  *
- * The class is skipped with a message when python3 cannot import moto. The credentials are dummies; {@link #SECRET_KEY}
+ * Each test is skipped with a message when python3 cannot import moto. The credentials are dummies; {@link #SECRET_KEY}
  * is distinctive so that tests can assert it never appears in an error message.
  */
-public final class MotoS3 implements BeforeAllCallback, AfterAllCallback, AutoCloseable {
+public final class MotoS3 implements BeforeAllCallback, BeforeEachCallback, AfterAllCallback, AutoCloseable {
     public static final String ACCESS_KEY = "moto-test-access-key";
     public static final String SECRET_KEY = "moto-test-SECRET-4f1c9e2a7b";
     private static final long START_TIMEOUT_MS = 60_000;
@@ -49,6 +51,7 @@ public final class MotoS3 implements BeforeAllCallback, AfterAllCallback, AutoCl
     private Process process;
     private Path log;
     private int port;
+    private String unavailable;
 
     /** A server with one bucket. Give each test class its own bucket name: Hadoop caches file systems by bucket. */
     public MotoS3(String bucket) {
@@ -62,7 +65,17 @@ public final class MotoS3 implements BeforeAllCallback, AfterAllCallback, AutoCl
 
     @Override
     public void beforeAll(ExtensionContext context) {
-        start();
+        try {
+            start();
+        } catch (TestAbortedException e) {
+            // reported on each test (a class-level abort shows as "Tests run: 0", without the reason)
+            unavailable = String.valueOf(e.getMessage()).replaceFirst("^Assumption failed: ", "");
+        }
+    }
+
+    @Override
+    public void beforeEach(ExtensionContext context) {
+        assumeTrue(unavailable == null, unavailable);
     }
 
     @Override
