@@ -183,8 +183,16 @@ class SafetensorsMutationTest {
                 }
             }
         }
-        // an opened file's tensors tile its data section exactly
+        // an opened file's tensors tile its data section exactly: no overlap, no gap, nothing left over
         assertEquals(length - f.dataStart(), covered);
+        List<TensorInfo> sorted = new ArrayList<>(f.tensors().values());
+        sorted.sort(java.util.Comparator.comparingLong(TensorInfo::begin).thenComparingLong(TensorInfo::end));
+        long next = f.dataStart();
+        for (TensorInfo t : sorted) {
+            assertEquals(next, t.begin(), t.name() + " starts where the previous tensor ends");
+            next = t.end();
+        }
+        assertEquals(length, next);
         return Outcome.OPENED;
     }
 
