@@ -82,7 +82,7 @@ public final class EvalCommand implements Callable<Integer> {
         }
         long start = System.nanoTime();
         Storage storage = common.storage();
-        ModelSource source = ModelSource.dense(storage, model);
+        ModelSource source = ModelSource.detect(storage, model);
         List<int[]> windows;
         try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, bos == null ? null : bos.add)) {
             tokenizer.checkCompatible(source.config());

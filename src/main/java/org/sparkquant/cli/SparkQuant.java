@@ -15,7 +15,8 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         versionProvider = Version.class,
         description = "Quantize large language models with GPTQ on Apache Spark.",
-        subcommands = {InspectCommand.class, EvalCommand.class, GenerateCommand.class, VerifyCommand.class,
+        subcommands = {InspectCommand.class, QuantizeCommand.class, EvalCommand.class, GenerateCommand.class,
+                VerifyCommand.class,
                 CommandLine.HelpCommand.class})
 public final class SparkQuant implements Runnable {
     @CommandLine.Spec

@@ -117,8 +117,8 @@ public final class SyntheticModel {
         boolean norm = spec.shape().length == 1;
         // Linear weights ~ N(0, 1/sqrt(in)) keep activations O(1) through the layers; norms near 1.
         double std = norm ? 0.05 : 1.0 / Math.sqrt(spec.shape()[1]);
-        if (spec.name().contains("embed_tokens")) {
-            std = 1.0;
+        if (spec.name().contains("embed_tokens") || spec.name().equals("lm_head.weight")) {
+            std = 0.02; // HF's initializer_range: logits of order one, perplexity of order the vocabulary
         }
         long n = spec.elements();
         int size = spec.dtype().size();

@@ -53,6 +53,26 @@ public final class ExecutorCache {
         }
     }
 
+    /** Single-entry caches by slot name (e.g. one GPTQ factor per module input): a new key evicts the old value. */
+    private static final Map<String, Object[]> SLOTS = new ConcurrentHashMap<>();
+
+    /** The value for {@code key} in {@code slot}, replacing whatever the slot held for another key. */
+    @SuppressWarnings("unchecked")
+    public static <T> T slot(String slot, String key, Supplier<T> loader) {
+        Object[] entry = SLOTS.computeIfAbsent(slot, s -> new Object[2]);
+        synchronized (entry) {
+            if (key.equals(entry[0])) {
+                return (T) entry[1];
+            }
+            entry[0] = null;
+            entry[1] = null;
+            T value = loader.get();
+            entry[0] = key;
+            entry[1] = value;
+            return value;
+        }
+    }
+
     /** Forgets everything (tests, and the driver when it runs tasks itself in local mode between runs). */
     public static void clear() {
         synchronized (LAYER_LOCK) {
@@ -69,6 +89,7 @@ public final class ExecutorCache {
             }
         });
         MODELS.clear();
+        SLOTS.clear();
         CHECKPOINTS.values().forEach(TensorStore::close);
         CHECKPOINTS.clear();
     }

@@ -11,12 +11,12 @@ import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkquant.model.MemoryPlan;
-import org.sparkquant.nn.CausalLM;
 import org.sparkquant.nn.DecoderLayer;
 import org.sparkquant.nn.LayerHooks;
 import org.sparkquant.nn.LayerWeights;
 import org.sparkquant.nn.Perplexity;
 import org.sparkquant.nn.SequenceBatch;
+import org.sparkquant.nn.TokenEmbedding;
 import scala.Tuple3;
 
 /**
@@ -66,12 +66,12 @@ public final class SparkEvaluator {
         return total;
     }
 
-    private static Iterator<SampleState> embed(ModelSource model, Iterator<SampleState> it) {
-        CausalLM lm = model.open();
+    static Iterator<SampleState> embed(ModelSource model, Iterator<SampleState> it) {
+        TokenEmbedding embedding = model.embedding();
         List<SampleState> out = new ArrayList<>();
         while (it.hasNext()) {
             SampleState s = it.next();
-            INDArray h = lm.embedding().lookup(s.tokens());
+            INDArray h = embedding.lookup(s.tokens());
             out.add(s.withHidden(floats(h)));
             h.close();
         }
@@ -79,7 +79,11 @@ public final class SparkEvaluator {
     }
 
     private static Iterator<SampleState> forward(ModelSource model, int layer, Iterator<SampleState> it) {
-        LayerWeights weights = model.layer(layer);
+        return forward(model, model.layer(layer), it);
+    }
+
+    /** Runs one decoder layer with the given weights over a partition's samples. */
+    static Iterator<SampleState> forward(ModelSource model, LayerWeights weights, Iterator<SampleState> it) {
         int hidden = model.config().hiddenSize();
         List<SampleState> out = new ArrayList<>();
         try (DecoderLayer decoder = new DecoderLayer(model.config())) {
@@ -94,7 +98,6 @@ public final class SparkEvaluator {
     }
 
     private static Iterator<Tuple3<Integer, Double, Long>> nll(ModelSource model, Iterator<SampleState> it) {
-        CausalLM lm = model.open();
         int hidden = model.config().hiddenSize();
         List<SampleState> all = new ArrayList<>();
         List<INDArray> states = new ArrayList<>();
@@ -113,7 +116,7 @@ public final class SparkEvaluator {
             targets.add(t);
             all.addAll(batch);
         }
-        List<double[]> nll = lm.head().nll(states, targets);
+        List<double[]> nll = model.head().nll(states, targets);
         List<Tuple3<Integer, Double, Long>> out = new ArrayList<>();
         int sample = 0;
         for (double[] values : nll) {

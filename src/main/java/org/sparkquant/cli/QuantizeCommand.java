@@ -1,0 +1,254 @@
+package org.sparkquant.cli;
+
+import java.io.PrintWriter;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import java.util.function.Supplier;
+
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.sql.SparkSession;
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.format.gptq.GptqCheckpointWriter;
+import org.sparkquant.gptq.Precision;
+import org.sparkquant.gptq.QuantConfig;
+import org.sparkquant.io.Storage;
+import org.sparkquant.model.MemoryPlan;
+import org.sparkquant.model.ModelConfig;
+import org.sparkquant.spark.Calibration;
+import org.sparkquant.spark.Progress;
+import org.sparkquant.spark.QuantizeJob;
+import org.sparkquant.spark.QuantizePipeline;
+import org.sparkquant.spark.SparkSessions;
+import org.sparkquant.spark.TextEncoder;
+import org.sparkquant.tokenizer.TextTokenizer;
+import picocli.CommandLine.ArgGroup;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/** {@code sparkquant quantize}: GPTQ (or RTN) on Spark, writing a Hugging Face GPTQ checkpoint. */
+@Command(name = "quantize", mixinStandardHelpOptions = true,
+        description = {"Quantize a model with GPTQ (or round-to-nearest) on Spark and write a Hugging Face GPTQ "
+                + "checkpoint (transformers, vLLM, GPTQModel) to any Hadoop file system URI. The run is "
+                + "deterministic: the same inputs give byte-identical files whatever the cluster. Finished layers "
+                + "are checkpointed under OUTPUT/_work; --resume continues an interrupted run."})
+public final class QuantizeCommand implements Callable<Integer> {
+    @Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    @Mixin
+    CommonOptions common;
+
+    @Option(names = "--model", required = true, paramLabel = "URI", description = "Hugging Face checkpoint directory.")
+    String model;
+
+    @Option(names = "--output", required = true, paramLabel = "URI", description = "Output directory.")
+    String output;
+
+    @Option(names = "--method", defaultValue = "gptq", description = "gptq or rtn (default: ${DEFAULT-VALUE}).")
+    String method;
+
+    @Option(names = "--bits", defaultValue = "4", description = "2, 3, 4 or 8 (default: ${DEFAULT-VALUE}).")
+    int bits;
+
+    @Option(names = "--group-size", defaultValue = "128",
+            description = "Input columns per scale: -1 (per channel) or a power of two >= 16 (default: ${DEFAULT-VALUE}).")
+    int groupSize;
+
+    @ArgGroup(exclusive = true)
+    Symmetry symmetry;
+
+    static final class Symmetry {
+        @Option(names = "--sym", description = "Symmetric quantization (default).")
+        boolean sym;
+
+        @Option(names = "--asym", description = "Asymmetric quantization (written as checkpoint_format gptq_v2).")
+        boolean asym;
+    }
+
+    @Option(names = "--desc-act", description = "Act-order: quantize columns by decreasing Hessian diagonal.")
+    boolean descAct;
+
+    @Option(names = "--static-groups", description = "Group parameters from the unpermuted weights (with --desc-act "
+            + "keeps g_idx monotone).")
+    boolean staticGroups;
+
+    @Option(names = "--damp", defaultValue = "0.01", description = "Damping as a fraction of mean(diag H) (default: "
+            + "${DEFAULT-VALUE}); increased automatically if H is singular.")
+    double damp;
+
+    @Option(names = "--mse", description = "Search clipped scale ranges (norm 2.4, grid 100, max shrink 0.8).")
+    boolean mse;
+
+    @Option(names = "--precision", defaultValue = "fp32", description = "fp32 (as the reference) or fp64.")
+    String precision;
+
+    @Option(names = "--no-true-sequential", description = "Take every module's inputs from the unquantized layer.")
+    boolean noTrueSequential;
+
+    @Option(names = "--calibration", paramLabel = "URI", description = "Calibration data (required for gptq).")
+    String calibration;
+
+    @Option(names = "--calibration-format", defaultValue = "auto",
+            description = "auto, text, jsonl, parquet or tokens (JSONL {\"input_ids\": [...]}) (default: ${DEFAULT-VALUE}).")
+    String calibrationFormat;
+
+    @Option(names = "--text-field", defaultValue = "text", description = "Text field of JSONL/Parquet records.")
+    String textField;
+
+    @Option(names = "--samples", defaultValue = "128", description = "Calibration sequences (default: ${DEFAULT-VALUE}).")
+    int samples;
+
+    @Option(names = "--seq-len", defaultValue = "2048", description = "Tokens per sequence (default: ${DEFAULT-VALUE}).")
+    int seqLen;
+
+    @Option(names = "--seed", defaultValue = "0", description = "Seed of the calibration windows (default: ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Option(names = "--samples-per-partition", defaultValue = "" + MemoryPlan.DEFAULT_SAMPLES_PER_PARTITION,
+            description = "Calibration sequences per Spark partition (default: ${DEFAULT-VALUE}).")
+    int samplesPerPartition;
+
+    @Option(names = "--save-hessians", paramLabel = "URI", description = "Also write every Hessian as .npy with a "
+            + "manifest.json (gptq-ref-hessians-v1).")
+    String saveHessians;
+
+    @Option(names = "--max-shard-size", defaultValue = "4GiB", description = "Largest safetensors shard (default: "
+            + "${DEFAULT-VALUE}).")
+    String maxShardSize;
+
+    @Option(names = "--unpackable", defaultValue = "dense", description = "Modules whose shape cannot be packed: "
+            + "dense (keep, listed in quantization_config.dynamic) or error (default: ${DEFAULT-VALUE}).")
+    String unpackable;
+
+    @ArgGroup(exclusive = true)
+    Bos bos;
+
+    static final class Bos {
+        @Option(names = "--add-bos", description = "Prepend BOS to calibration text windows' source text.")
+        boolean add;
+
+        @Option(names = "--no-bos", description = "Do not prepend BOS.")
+        boolean none;
+    }
+
+    @Option(names = "--resume", description = "Continue an unfinished run in OUTPUT.")
+    boolean resume;
+
+    @Option(names = "--overwrite", description = "Replace OUTPUT if it exists.")
+    boolean overwrite;
+
+    @Option(names = "--test-fail-block", hidden = true, defaultValue = "-1")
+    int failBlock;
+
+    @Option(names = "--test-stop-after-layer", hidden = true, defaultValue = "-1")
+    int stopAfterLayer;
+
+    @Override
+    public Integer call() {
+        QuantizeJob.Method m = switch (method.toLowerCase(Locale.ROOT)) {
+            case "gptq" -> QuantizeJob.Method.GPTQ;
+            case "rtn" -> QuantizeJob.Method.RTN;
+            default -> throw SparkQuantException.badInput("--method must be gptq or rtn, got '" + method + "'");
+        };
+        Precision p = switch (precision.toLowerCase(Locale.ROOT)) {
+            case "fp32" -> Precision.FP32;
+            case "fp64" -> Precision.FP64;
+            default -> throw SparkQuantException.badInput("--precision must be fp32 or fp64, got '" + precision + "'");
+        };
+        GptqCheckpointWriter.Unpackable policy = switch (unpackable.toLowerCase(Locale.ROOT)) {
+            case "dense" -> GptqCheckpointWriter.Unpackable.DENSE;
+            case "error" -> GptqCheckpointWriter.Unpackable.ERROR;
+            default -> throw SparkQuantException.badInput("--unpackable must be dense or error, got '" + unpackable + "'");
+        };
+        if (samples <= 0 || seqLen < 2 || samplesPerPartition <= 0) {
+            throw SparkQuantException.badInput("--samples and --samples-per-partition must be positive, --seq-len >= 2");
+        }
+        if (m == QuantizeJob.Method.GPTQ && calibration == null) {
+            throw SparkQuantException.badInput("--method gptq needs --calibration URI (text, JSONL, Parquet or "
+                    + "pre-tokenized JSONL); --method rtn needs none");
+        }
+        boolean sym = symmetry == null || !symmetry.asym;
+        QuantConfig quant = QuantConfig.defaults().withBits(bits).withGroupSize(groupSize).withSym(sym)
+                .withDescAct(descAct).withStaticGroups(staticGroups).withDampPercent(damp).withMse(mse)
+                .withPrecision(p);
+        Storage storage = common.storage();
+        ModelConfig config = ModelConfig.load(storage, model);
+        QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
+                m == QuantizeJob.Method.GPTQ ? calibration : null, samples, seqLen, seed, samplesPerPartition,
+                saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, failBlock, stopAfterLayer);
+
+        SparkSession spark = SparkSessions.create("sparkquant quantize", common.settings());
+        QuantizePipeline.Result result;
+        try {
+            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+            Progress progress = new Progress(jsc, System.err, "quantize", config.numLayers(), 0);
+            Supplier<List<int[]>> samplesSupplier = () -> calibrationSamples(spark, storage, config, progress);
+            result = QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress);
+        } finally {
+            spark.stop();
+        }
+        PrintWriter out = spec.commandLine().getOut();
+        printSummary(out, result);
+        out.printf(Locale.ROOT, "wrote %s (%d shard(s)) in %.1f s%n", output, result.shards().size(), result.seconds());
+        out.flush();
+        return 0;
+    }
+
+    private List<int[]> calibrationSamples(SparkSession spark, Storage storage, ModelConfig config, Progress progress) {
+        Calibration.Format format = Calibration.detect(storage, calibration,
+                Calibration.parseFormat(calibrationFormat));
+        if (format == Calibration.Format.TOKENS) {
+            List<int[]> tokens = Calibration.readTokens(storage, calibration, samples, config.vocabSize());
+            if (tokens.size() < samples) {
+                progress.message("warning: " + calibration + " has " + tokens.size() + " samples, fewer than --samples "
+                        + samples + "; using " + tokens.size());
+            }
+            return tokens;
+        }
+        Boolean addBos = bos == null ? null : bos.add;
+        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, addBos)) {
+            tokenizer.checkCompatible(config);
+        }
+        String modelUri = model;
+        TextEncoder encoder = new TokenizerEncoder(storage, modelUri);
+        progress.step(-1, "calibration · tokenizing " + calibration);
+        return Calibration.windows(Calibration.documents(spark, calibration, format, textField), encoder, samples,
+                seqLen, seed, calibration);
+    }
+
+    /** Tokenizes on executors with the model's tokenizer, opened once per JVM. */
+    private record TokenizerEncoder(Storage storage, String model) implements TextEncoder {
+        @Override
+        public int[] encode(String text) {
+            TextTokenizer t = org.sparkquant.spark.ExecutorCache.model("tokenizer:" + model,
+                    () -> TextTokenizer.load(storage, model, false));
+            return t.encodeWithoutSpecialTokens(text);
+        }
+    }
+
+    private static void printSummary(PrintWriter out, QuantizePipeline.Result result) {
+        out.printf("%-40s %8s %14s %14s %8s%n", "module", "damp", "H-error", "RTN H-error", "seconds");
+        double gptq = 0;
+        double rtn = 0;
+        for (QuantizePipeline.ModuleReport r : result.modules()) {
+            if (!r.quantized()) {
+                out.printf("%-40s %8s%n", r.name(), "dense");
+                continue;
+            }
+            out.printf(Locale.ROOT, "%-40s %8s %14.6g %14.6g %8.2f%n", r.name(),
+                    Double.isNaN(r.dampPercent()) ? "-" : String.format(Locale.ROOT, "%.4f", r.dampPercent()),
+                    r.hessianError(), r.rtnError(), r.seconds());
+            if (!Double.isNaN(r.hessianError())) {
+                gptq += r.hessianError();
+                rtn += r.rtnError();
+            }
+        }
+        if (rtn > 0) {
+            out.printf(Locale.ROOT, "Hessian-weighted error: GPTQ %.6g vs RTN %.6g (%.1f%%)%n", gptq, rtn,
+                    100 * gptq / rtn);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+package org.sparkquant.spark;
+
+import java.io.Serializable;
+import java.util.Locale;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkquant.format.gptq.GptqCheckpointWriter;
+import org.sparkquant.gptq.QuantConfig;
+
+/**
+ * Everything that determines a quantization run's result. Its {@link #describe() description} is stored in the work
+ * directory, and {@code --resume} continues only a run with the same description.
+ *
+ * @param trueSequential quantize q,k,v → o → gate,up → down with each group's inputs taken after the previous groups
+ *     were quantized (the reference default); otherwise all inputs come from one pass of the original layer
+ * @param failOnceAtBlock test hook: the first attempt of this quantize block fails (−1: never)
+ * @param stopAfterLayer test hook: the run stops (as if killed) after checkpointing this layer (−1: never)
+ */
+public record QuantizeJob(
+        String model,
+        String output,
+        Method method,
+        QuantConfig quant,
+        boolean trueSequential,
+        String calibration,
+        int samples,
+        int seqLen,
+        long seed,
+        int samplesPerPartition,
+        String saveHessians,
+        long maxShardBytes,
+        GptqCheckpointWriter.Unpackable unpackable,
+        int failOnceAtBlock,
+        int stopAfterLayer) implements Serializable {
+
+    public enum Method { GPTQ, RTN }
+
+    /** The settings that must match for a resumed run (test hooks excluded). */
+    public String describe() {
+        ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT)
+                .enable(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS);
+        ObjectNode n = mapper.createObjectNode();
+        n.put("model", model);
+        n.put("method", method.name().toLowerCase(Locale.ROOT));
+        n.set("quant", mapper.valueToTree(quant));
+        n.put("true_sequential", trueSequential);
+        n.put("calibration", calibration);
+        n.put("samples", samples);
+        n.put("seq_len", seqLen);
+        n.put("seed", seed);
+        n.put("samples_per_partition", samplesPerPartition);
+        n.put("max_shard_bytes", maxShardBytes);
+        n.put("unpackable", unpackable.name());
+        try {
+            return mapper.writeValueAsString(n) + "\n";
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}

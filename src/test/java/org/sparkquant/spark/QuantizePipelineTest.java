@@ -1,0 +1,161 @@
+package org.sparkquant.spark;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.SplittableRandom;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.sparkquant.cli.CliRun;
+import org.sparkquant.format.gptq.GptqCheckpoint;
+import org.sparkquant.io.DType;
+import org.sparkquant.io.Storage;
+import org.sparkquant.model.SyntheticModel;
+import org.sparkquant.testing.OutputFiles;
+
+/** The distributed pipeline end to end on a generated model: determinism, retries, resume, output contract. */
+class QuantizePipelineTest {
+    /** Files whose content legitimately differs between runs (timings). */
+    static final Set<String> TIMED = Set.of("quantization_report.json", "_SUCCESS");
+
+    @TempDir
+    static Path tmp;
+    static Path model;
+    static Path calib;
+
+    @BeforeAll
+    static void setUp() throws Exception {
+        model = tmp.resolve("model");
+        SyntheticModel.write(Storage.local(), model.toString(), SyntheticModel.Preset.TINY, 2, DType.BF16, 11,
+                1L << 30);
+        StringBuilder sb = new StringBuilder();
+        SplittableRandom r = new SplittableRandom(4);
+        String[] words = {"alpha", "beta", "gamma", "delta", "spark", "layer", "quantize", "hessian", "token", "ok"};
+        for (int line = 0; line < 200; line++) {
+            for (int w = 0; w < 10; w++) {
+                sb.append(words[r.nextInt(words.length)]).append(w == 9 ? "." : " ");
+            }
+            sb.append('\n');
+        }
+        calib = tmp.resolve("calib.txt");
+        Files.writeString(calib, sb);
+    }
+
+    static CliRun quantize(Path out, String master, String... extra) {
+        List<String> args = new ArrayList<>(List.of("quantize", "--model", model.toString(), "--output",
+                out.toString(), "--calibration", calib.toString(), "--samples", "12", "--seq-len", "48",
+                "--samples-per-partition", "3", "--bits", "4", "--group-size", "32",
+                "--conf", "spark.master=" + master, "--conf", "spark.ui.enabled=false"));
+        args.addAll(List.of(extra));
+        return CliRun.of(args.toArray(String[]::new));
+    }
+
+    @Test
+    void outputIsIdenticalWhateverTheCoresAndSurvivesATaskFailure() throws Exception {
+        Path one = tmp.resolve("one");
+        CliRun a = quantize(one, "local[1]");
+        assertEquals(0, a.exitCode(), a.err());
+        assertTrue(a.out().contains("Hessian-weighted error: GPTQ"), a.out());
+
+        Path two = tmp.resolve("two");
+        CliRun b = quantize(two, "local[2]");
+        assertEquals(0, b.exitCode(), b.err());
+        OutputFiles.assertIdentical(one, two, TIMED);
+
+        // local[2,2]: two attempts per task; the first attempt of block 0 of every quantize stage fails
+        Path retried = tmp.resolve("retried");
+        CliRun c = quantize(retried, "local[2,2]", "--test-fail-block", "0");
+        assertEquals(0, c.exitCode(), c.err());
+        OutputFiles.assertIdentical(one, retried, TIMED);
+
+        // the contract of a finished output
+        assertFalse(Files.exists(one.resolve("_work")), "the work directory is removed after success");
+        assertEquals(0, CliRun.of("verify", "--model", one.toString()).exitCode());
+        JsonNode config = new ObjectMapper().readTree(one.resolve("config.json").toFile());
+        JsonNode q = config.get("quantization_config");
+        assertEquals("gptq", q.get("quant_method").asText());
+        assertEquals(4, q.get("bits").asInt());
+        assertEquals(32, q.get("group_size").asInt());
+        JsonNode report = new ObjectMapper().readTree(one.resolve(QuantizePipeline.REPORT).toFile());
+        assertEquals(14, report.get("modules").size());
+        for (JsonNode m : report.get("modules")) {
+            assertTrue(m.get("hessian_error").asDouble() < m.get("rtn_hessian_error").asDouble(),
+                    "GPTQ must beat RTN on " + m);
+        }
+        try (GptqCheckpoint checkpoint = GptqCheckpoint.open(Storage.local(), one.toString())) {
+            assertEquals(14, checkpoint.quantizedModules().size());
+            assertEquals(14, checkpoint.verify());
+        }
+
+        CliRun again = quantize(one, "local[1]");
+        assertEquals(2, again.exitCode());
+        assertTrue(again.err().contains("--overwrite"), again.err());
+
+        CliRun eval = CliRun.of("eval", "--model", one.toString(), "--data", calib.toString(), "--seq-len", "48",
+                "--max-windows", "4", "--conf", "spark.master=local[2]", "--conf", "spark.ui.enabled=false");
+        assertEquals(0, eval.exitCode(), eval.err());
+        double ppl = Double.parseDouble(eval.lastLine().substring("perplexity: ".length()));
+        assertTrue(ppl > 1 && ppl < 2000, "perplexity " + ppl);
+    }
+
+    @Test
+    void killedRunResumesToTheSameBytes() throws Exception {
+        Path straight = tmp.resolve("straight");
+        assertEquals(0, quantize(straight, "local[2]").exitCode());
+
+        Path resumed = tmp.resolve("resumed");
+        CliRun killed = quantize(resumed, "local[2]", "--test-stop-after-layer", "0");
+        assertEquals(1, killed.exitCode(), killed.err());
+        assertTrue(Files.exists(resumed.resolve("_work/progress.json")));
+        assertFalse(Files.exists(resumed.resolve("_SUCCESS")));
+
+        CliRun noResume = quantize(resumed, "local[2]");
+        assertEquals(2, noResume.exitCode());
+        assertTrue(noResume.err().contains("--resume"), noResume.err());
+
+        CliRun otherSettings = quantize(resumed, "local[2]", "--resume", "--bits", "3");
+        assertEquals(2, otherSettings.exitCode());
+        assertTrue(otherSettings.err().contains("same settings"), otherSettings.err());
+
+        CliRun resume = quantize(resumed, "local[1]", "--resume");
+        assertEquals(0, resume.exitCode(), resume.err());
+        OutputFiles.assertIdentical(straight, resumed, TIMED);
+    }
+
+    @Test
+    void rtnNeedsNoCalibration() {
+        Path out = tmp.resolve("rtn");
+        CliRun run = CliRun.of("quantize", "--model", model.toString(), "--output", out.toString(), "--method", "rtn",
+                "--bits", "8", "--group-size", "-1", "--conf", "spark.master=local[2]", "--conf",
+                "spark.ui.enabled=false");
+        assertEquals(0, run.exitCode(), run.err());
+        assertTrue(Files.exists(out.resolve("_SUCCESS")));
+
+        CliRun missing = CliRun.of("quantize", "--model", model.toString(), "--output", tmp.resolve("x").toString());
+        assertEquals(2, missing.exitCode());
+        assertTrue(missing.err().contains("--calibration"), missing.err());
+    }
+
+    @Test
+    @Tag("cluster")
+    void multiJvmClusterGivesTheSameBytes() {
+        Path local = tmp.resolve("local-ref");
+        assertEquals(0, quantize(local, "local[2]").exitCode());
+        Path cluster = tmp.resolve("cluster");
+        CliRun run = quantize(cluster, "local-cluster[2,1,1024]", "--conf",
+                "spark.executor.extraClassPath=" + System.getProperty("java.class.path"));
+        assertEquals(0, run.exitCode(), run.err());
+        OutputFiles.assertIdentical(local, cluster, TIMED);
+    }
+}
