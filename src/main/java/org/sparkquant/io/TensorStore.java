@@ -91,8 +91,11 @@ public final class TensorStore implements AutoCloseable {
         for (Iterator<Map.Entry<String, JsonNode>> it = map.fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> e = it.next();
             String file = e.getValue().isTextual() ? e.getValue().textValue() : null;
-            if (file == null || file.contains("/") || file.contains("\\") || file.equals("..")) {
-                throw SparkQuantException.badInput(index + ": invalid shard name for '" + e.getKey() + "'");
+            // a plain file name of this directory: Hadoop's Path would read "c:x" as a URI with the scheme "c"
+            if (file == null || file.isEmpty() || file.equals(".") || file.equals("..") || file.contains("/")
+                    || file.contains("\\") || file.contains(":")) {
+                throw SparkQuantException.badInput(index + ": invalid shard name for '" + e.getKey() + "': "
+                        + e.getValue());
             }
             weightMap.put(e.getKey(), file);
         }
