@@ -158,4 +158,31 @@ class QuantizePipelineTest {
         assertEquals(0, run.exitCode(), run.err());
         OutputFiles.assertIdentical(local, cluster, TIMED);
     }
+
+    /** Executors of 512 MB quantize a model of 1.2 GB (fp32): they hold one layer and embedding rows, never the model. */
+    @Test
+    @Tag("cluster")
+    void executorsNeedFarLessMemoryThanTheModel() throws Exception {
+        Path big = tmp.resolve("big");
+        SyntheticModel.write(Storage.local(), big.toString(),
+                new SyntheticModel.Shape(1024, 2816, 2, 8, 8, 128256, 10000.0, false), DType.F32, 1, 1L << 30);
+        long bytes = 0;
+        try (var files = Files.list(big)) {
+            for (Path f : files.toList()) {
+                bytes += Files.size(f);
+            }
+        }
+        assertTrue(bytes > 1_100_000_000L, "model of " + bytes + " bytes");
+        Path out = tmp.resolve("big-out");
+        CliRun run = CliRun.of("quantize", "--model", big.toString(), "--output", out.toString(),
+                "--calibration", calib.toString(), "--samples", "4", "--seq-len", "32",
+                "--samples-per-partition", "2", "--conf", "spark.master=local-cluster[1,1,512]",
+                "--conf", "spark.executor.memory=512m",
+                "--conf", "spark.ui.enabled=false",
+                "--conf", "spark.executor.extraClassPath=" + System.getProperty("java.class.path"),
+                "--conf", "spark.executor.extraJavaOptions=-Dorg.bytedeco.javacpp.maxbytes=512m "
+                        + "-Dorg.bytedeco.javacpp.maxphysicalbytes=1500m");
+        assertEquals(0, run.exitCode(), run.err());
+        assertTrue(Files.exists(out.resolve("_SUCCESS")));
+    }
 }
