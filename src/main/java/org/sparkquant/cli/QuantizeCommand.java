@@ -123,17 +123,6 @@ public final class QuantizeCommand implements Callable<Integer> {
             + "dense (keep, listed in quantization_config.dynamic) or error (default: ${DEFAULT-VALUE}).")
     String unpackable;
 
-    @ArgGroup(exclusive = true)
-    Bos bos;
-
-    static final class Bos {
-        @Option(names = "--add-bos", description = "Prepend BOS to calibration text windows' source text.")
-        boolean add;
-
-        @Option(names = "--no-bos", description = "Do not prepend BOS.")
-        boolean none;
-    }
-
     @Option(names = "--resume", description = "Continue an unfinished run in OUTPUT.")
     boolean resume;
 
@@ -212,8 +201,8 @@ public final class QuantizeCommand implements Callable<Integer> {
             }
             return tokens;
         }
-        Boolean addBos = bos == null ? null : bos.add;
-        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, addBos)) {
+        // windows come from a stream of documents tokenized without special tokens, so no BOS policy applies
+        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, false)) {
             tokenizer.checkCompatible(config);
         }
         String modelUri = model;
