@@ -192,6 +192,10 @@ public final class QuantizeCommand implements Callable<Integer> {
         }
         PrintWriter out = spec.commandLine().getOut();
         printSummary(out, result);
+        StringBuilder phases = new StringBuilder();
+        result.phases().forEach((k, v) -> phases.append(phases.length() == 0 ? "" : ", ")
+                .append(String.format(Locale.ROOT, "%s %.1f s", k, v)));
+        out.println("time by phase: " + phases);
         out.printf(Locale.ROOT, "wrote %s (%d shard(s)) in %.1f s%n", output, result.shards().size(), result.seconds());
         out.flush();
         return 0;
