@@ -56,7 +56,7 @@ public final class GgufMetadata {
         String arch = GgufNames.architecture(config.modelType());
         GgufVocab.Files files = new GgufVocab.Files(storage, directory);
         JsonNode raw = files.json("config.json");
-        String name = options.name() != null ? options.name() : directoryName(directory);
+        String name = options.name() != null ? options.name() : title(directoryName(directory));
         Map<String, GgufValue> md = new LinkedHashMap<>();
         md.put("general.architecture", GgufValue.string(arch));
         md.put("general.type", GgufValue.string("model"));
@@ -174,6 +174,36 @@ public final class GgufMetadata {
         if (v != null && v.isNumber()) {
             md.put(key, GgufValue.f32(v.floatValue()));
         }
+    }
+
+    /**
+     * gguf-py's Metadata.id_to_title, which names a converted model after its directory: words split at '-' and
+     * blanks, all-lowercase words title-cased (a letter after a non-letter upper-case) unless they look like a
+     * version or start with a digit.
+     */
+    static String title(String id) {
+        StringBuilder out = new StringBuilder();
+        for (String w : id.strip().replace('-', ' ').split("\\s+")) {
+            if (w.isEmpty()) {
+                continue;
+            }
+            if (out.length() > 0) {
+                out.append(' ');
+            }
+            boolean lower = w.chars().anyMatch(Character::isLetter) && w.equals(w.toLowerCase(java.util.Locale.ROOT));
+            if (!lower || w.matches("^(v\\d+(?:\\.\\d+)*|\\d.*)$")) {
+                out.append(w);
+                continue;
+            }
+            boolean afterLetter = false;
+            for (int i = 0; i < w.length(); i++) {
+                char c = w.charAt(i);
+                out.append(Character.isLetter(c) ? (afterLetter ? Character.toLowerCase(c) : Character.toUpperCase(c))
+                        : c);
+                afterLetter = Character.isLetter(c);
+            }
+        }
+        return out.toString();
     }
 
     static String directoryName(String directory) {
