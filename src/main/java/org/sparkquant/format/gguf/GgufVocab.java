@@ -43,7 +43,9 @@ import org.sparkquant.io.Storage;
  * {@code <type>_token} resolved through tokenizer.json's added tokens, then config.json's {@code <type>_token_id}
  * (integers only); {@code add_bos_token}/{@code add_eos_token}/{@code add_sep_token} from tokenizer.json's
  * post-processor template, overridden by tokenizer_config.json; the chat template from tokenizer_config.json, else
- * chat_template.jinja / chat_template.json. Immutable.
+ * chat_template.jinja / chat_template.json. Unlike the converter, {@code add_bos_token} is always written (false
+ * when neither file asks for BOS, which is what Hugging Face does; llama.cpp would otherwise guess per
+ * pre-tokenizer, e.g. true for "llama-bpe"). Immutable.
  */
 public final class GgufVocab {
     public static final int NORMAL = 1;
@@ -89,7 +91,10 @@ public final class GgufVocab {
         this.types = types;
         this.merges = merges == null ? null : List.copyOf(merges);
         this.specialIds = Collections.unmodifiableMap(new LinkedHashMap<>(specialIds));
-        this.addSpecial = Collections.unmodifiableMap(new LinkedHashMap<>(addSpecial));
+        Map<String, Boolean> add = new LinkedHashMap<>(addSpecial);
+        // Hugging Face adds no BOS unless told to; llama.cpp would guess per pre-tokenizer (true for llama-bpe)
+        add.putIfAbsent("bos", false);
+        this.addSpecial = Collections.unmodifiableMap(add);
         this.chatTemplate = chatTemplate;
         this.addSpacePrefix = addSpacePrefix;
     }
