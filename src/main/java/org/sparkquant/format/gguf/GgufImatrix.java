@@ -113,6 +113,17 @@ public final class GgufImatrix {
         }
 
         /**
+         * {@link #add} under the GGUF name of a Hugging Face linear weight, e.g.
+         * {@code model.layers.3.mlp.down_proj.weight} → {@code blk.3.ffn_down.weight}; {@code sumOfSquares} are of
+         * that module's input.
+         */
+        public Builder addHf(String architecture, String hfWeight, double[] sumOfSquares, long tokens) {
+            String name = GgufNames.ggufName(architecture, hfWeight).orElseThrow(
+                    () -> SparkQuantException.badInput(hfWeight + " has no GGUF tensor"));
+            return add(name, sumOfSquares, tokens);
+        }
+
+        /**
          * Adds a Hessian diagonal {@code diag(2/N·Σ xxᵀ)} of {@code tokens} (= N) tokens, i.e.
          * {@code Σ x² = diag·N/2}.
          */
