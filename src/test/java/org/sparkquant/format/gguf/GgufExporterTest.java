@@ -246,6 +246,47 @@ class GgufExporterTest {
     }
 
     @Test
+    void metadataFollowsTheConfigAndTokenizerFiles() {
+        try (TensorStore store = TensorStore.open(Storage.local(), llama3.toString())) {
+            Map<String, GgufValue> md = exporter(llama3, store, LlamaFileType.Q6_K).metadata();
+            assertEquals("llama", md.get("general.architecture").asString());
+            assertEquals("model", md.get("general.type").asString());
+            assertEquals("Llama3", md.get("general.name").asString());
+            assertEquals(18, md.get("general.file_type").asLong());
+            assertEquals(2, md.get("general.quantization_version").asLong());
+            assertEquals(32, md.get("general.alignment").asLong());
+            // config.json: 2 layers, 1024 positions, hidden 256, ffn 512, 4/2 heads of 64, eps 1e-6, theta 5e5
+            assertEquals(List.of(2L, 1024L, 256L, 512L, 4L, 2L, 64L, 64L, 448L, 64L), List.of(
+                    md.get("llama.block_count").asLong(), md.get("llama.context_length").asLong(),
+                    md.get("llama.embedding_length").asLong(), md.get("llama.feed_forward_length").asLong(),
+                    md.get("llama.attention.head_count").asLong(), md.get("llama.attention.head_count_kv").asLong(),
+                    md.get("llama.attention.key_length").asLong(), md.get("llama.attention.value_length").asLong(),
+                    md.get("llama.vocab_size").asLong(), md.get("llama.rope.dimension_count").asLong()));
+            assertEquals(GgufValue.f32(1e-6f), md.get("llama.attention.layer_norm_rms_epsilon"));
+            assertEquals(GgufValue.f32(500000f), md.get("llama.rope.freq_base"));
+            // generation_config.json: top_k 40, top_p 0.9, temperature 0.6
+            assertEquals(GgufValue.i32(40), md.get("general.sampling.top_k"));
+            assertEquals(GgufValue.f32(0.9f), md.get("general.sampling.top_p"));
+            assertEquals(GgufValue.f32(0.6f), md.get("general.sampling.temp"));
+            assertEquals("gpt2", md.get("tokenizer.ggml.model").asString());
+            assertEquals("llama-bpe", md.get("tokenizer.ggml.pre").asString());
+            assertEquals(448, md.get("tokenizer.ggml.tokens").arrayLength());
+            assertEquals(0, md.get("tokenizer.ggml.bos_token_id").asLong());
+            assertEquals(1, md.get("tokenizer.ggml.eos_token_id").asLong());
+            assertTrue(md.get("tokenizer.ggml.add_bos_token").asBoolean());
+        }
+        try (TensorStore store = TensorStore.open(Storage.local(), qwen2.toString())) {
+            Map<String, GgufValue> md = exporter(qwen2, store, LlamaFileType.F16).metadata();
+            assertEquals("qwen2", md.get("general.architecture").asString());
+            assertNull(md.get("qwen2.attention.key_length"), "qwen2's config has no head_dim");
+            assertNull(md.get("qwen2.vocab_size"), "only llama writes vocab_size");
+            assertNull(md.get("qwen2.rope.dimension_count"));
+            assertEquals(GgufValue.f32(1e6f), md.get("qwen2.rope.freq_base"));
+            assertFalse(md.get("tokenizer.ggml.add_bos_token").asBoolean());
+        }
+    }
+
+    @Test
     void llama3RopeFrequencyFactorsCoverAllThreeRegions() {
         try (TensorStore store = TensorStore.open(Storage.local(), llama3.toString())) {
             GgufExporter e = exporter(llama3, store, LlamaFileType.F32);
