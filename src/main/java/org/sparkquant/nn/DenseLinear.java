@@ -5,7 +5,7 @@ import java.nio.FloatBuffer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkquant.io.TensorStore;
+import org.sparkquant.io.TensorReader;
 import org.sparkquant.model.LinearModule;
 
 /** Weights held as a dense fp32 matrix (off-heap, in ND4J). */
@@ -39,13 +39,13 @@ public final class DenseLinear implements LinearWeights {
     }
 
     /** Reads a module's weight (and bias) with positional row reads, converting F16/BF16/F32 to fp32. */
-    public static DenseLinear read(TensorStore store, LinearModule module) {
+    public static DenseLinear read(TensorReader store, LinearModule module) {
         return new DenseLinear(readMatrix(store, module.weight(), module.outFeatures(), module.inFeatures()),
                 module.bias() ? store.readFloats(module.biasName()) : null);
     }
 
     /** A 2-D tensor of the store as an fp32 row-major matrix, read in chunks of rows straight into off-heap memory. */
-    static INDArray readMatrix(TensorStore store, String tensor, long rows, long cols) {
+    static INDArray readMatrix(TensorReader store, String tensor, long rows, long cols) {
         INDArray m = Kernels.matrix(rows, cols);
         FloatBuffer out = Kernels.floats(m);
         long step = Math.max(1, READ_CHUNK_ELEMENTS / cols);

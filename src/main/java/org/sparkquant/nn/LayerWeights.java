@@ -5,7 +5,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
-import org.sparkquant.io.TensorStore;
+import org.sparkquant.io.TensorReader;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.ModelConfig;
 import org.sparkquant.model.ModelInventory;
@@ -54,7 +54,7 @@ public final class LayerWeights implements AutoCloseable {
     }
 
     /** Reads layer {@code layer} from a checkpoint (positional reads of exactly this layer's tensors). */
-    public static LayerWeights load(TensorStore store, ModelInventory inventory, int layer) {
+    public static LayerWeights load(TensorReader store, ModelInventory inventory, int layer) {
         ModelConfig config = inventory.config();
         if (layer < 0 || layer >= config.numLayers()) {
             throw new IllegalArgumentException("layer " + layer + " outside 0.." + (config.numLayers() - 1));

@@ -7,7 +7,7 @@ import java.util.List;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.ops.transforms.Transforms;
-import org.sparkquant.io.TensorStore;
+import org.sparkquant.io.TensorReader;
 import org.sparkquant.model.ModelConfig;
 
 /**
@@ -22,14 +22,14 @@ public final class OutputHead {
     /** Elements of one logits chunk ({@code tokens × chunk rows}). */
     private static final long LOGITS_ELEMENTS = 16L << 20;
 
-    private final TensorStore store;
+    private final TensorReader store;
     private final String weightTensor;
     private final float[] norm;
     private final float eps;
     private final int vocab;
     private final int hidden;
 
-    public OutputHead(TensorStore store, ModelConfig config) {
+    public OutputHead(TensorReader store, ModelConfig config) {
         this.store = store;
         this.weightTensor = config.tieWordEmbeddings() ? "model.embed_tokens.weight" : "lm_head.weight";
         this.norm = store.readFloats("model.norm.weight");

@@ -7,7 +7,6 @@ import java.util.Map;
 import java.util.OptionalInt;
 
 import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.sparkquant.SparkQuantException;
@@ -63,6 +62,19 @@ public final class TextTokenizer implements AutoCloseable {
                     + "needed; tokenizer.model alone is not supported)");
         }
         byte[] bytes = storage.readAll(uri);
+        String configUri = Storage.resolve(modelDirectory, CONFIG);
+        byte[] config = storage.exists(configUri) ? storage.readAll(configUri) : null;
+        return fromJson(uri, bytes, configUri, config, addBos);
+    }
+
+    /**
+     * A tokenizer from the bytes of a tokenizer.json and (nullable) tokenizer_config.json, e.g. rebuilt from a GGUF
+     * file's vocabulary; {@code source} and {@code configSource} name them in errors.
+     */
+    public static TextTokenizer fromJson(String source, byte[] tokenizerJson, String configSource, byte[] configJson,
+            Boolean addBos) {
+        String uri = source;
+        byte[] bytes = tokenizerJson;
         ObjectMapper mapper = new ObjectMapper();
         JsonNode json;
         try {
@@ -74,12 +86,11 @@ public final class TextTokenizer implements AutoCloseable {
             throw SparkQuantException.badInput(uri + ": not a Hugging Face tokenizer (no \"model\" object)");
         }
         JsonNode config = null;
-        String configUri = Storage.resolve(modelDirectory, CONFIG);
-        if (storage.exists(configUri)) {
+        if (configJson != null) {
             try {
-                config = mapper.readTree(storage.readString(configUri));
-            } catch (JsonProcessingException e) {
-                throw SparkQuantException.badInput(configUri + ": not valid JSON (" + e.getOriginalMessage() + ")");
+                config = mapper.readTree(configJson);
+            } catch (IOException e) {
+                throw SparkQuantException.badInput(configSource + ": not valid JSON (" + firstLine(e) + ")");
             }
         }
         Map<String, Integer> ids = tokenIds(json);
