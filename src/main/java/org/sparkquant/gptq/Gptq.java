@@ -28,19 +28,26 @@ public final class Gptq {
         return GptqPreparation.prepare(hessian, config);
     }
 
-    /**
-     * Step (b): quantizes rows [rowCount, prep.columns()] (row-major W rows, fp32). Any partition of a matrix's
-     * rows into blocks gives byte-identical results. {@code config} must agree with the preparation on every
-     * setting the preparation depends on.
-     */
+    /** Step (b) for a block that starts at row 0 of its matrix (or whose row position does not matter). */
     public static QuantizedRows quantize(float[] rows, int rowCount, GptqPreparation prep, QuantConfig config) {
+        return quantize(rows, rowCount, 0, prep, config);
+    }
+
+    /**
+     * Step (b): quantizes rows [rowCount, prep.columns()] (row-major W rows, fp32) that are rows [firstRow,
+     * firstRow + rowCount) of their matrix. Any partition of a matrix's rows into blocks, each given its firstRow,
+     * gives byte-identical results (for one OpenBLAS kernel and thread count). {@code config} must agree with the
+     * preparation on every setting the preparation depends on.
+     */
+    public static QuantizedRows quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep,
+                                         QuantConfig config) {
         QuantConfig p = prep.config();
         if (p.descAct() != config.descAct() || p.precision() != config.precision()
                 || p.blockSize() != config.blockSize() || p.dampPercent() != config.dampPercent()
                 || p.dampAutoIncrement() != config.dampAutoIncrement()) {
             throw SparkQuantException.badInput("GPTQ preparation was made for " + p + " but quantize got " + config);
         }
-        return GptqSolver.quantize(rows, rowCount, prep.withConfig(config));
+        return GptqSolver.quantize(rows, rowCount, firstRow, prep.withConfig(config));
     }
 
     /** Round-to-nearest with the same quantizer and grouping, no Hessian. */

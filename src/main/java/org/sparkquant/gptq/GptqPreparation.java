@@ -35,6 +35,10 @@ import org.sparkquant.SparkQuantException;
  *
  * <p><b>Damping.</b> H[i,i] += p·mean(diag H) with p = dampPercent; when the Cholesky factorization fails, p grows by
  * dampAutoIncrement and the factorization is retried from the undamped H while p &lt; 1 (GPTQModel's rule).
+ *
+ * <p><b>Reproducibility.</b> LAPACK's blocked factorizations call OpenBLAS kernels whose last bits depend on the
+ * thread count, so U can differ in the last bit between OpenBLAS thread settings; it is computed once and
+ * broadcast, so all row blocks of a matrix use the same U. Step (b) does not depend on the thread count.
  */
 public final class GptqPreparation implements Serializable {
     private static final long serialVersionUID = 1L;
@@ -181,9 +185,12 @@ public final class GptqPreparation implements Serializable {
                 }
                 percent += config.dampAutoIncrement();
                 if (percent >= 1) {
+                    // H = 2/n·ΣxᵀX is positive semi-definite, so this takes a matrix that is not a Hessian or a
+                    // BLAS that miscomputes (OpenBLAS 0.3.19's AVX-512 kernels do on some CPUs, issues #2986, #3454).
                     throw SparkQuantException.badInput("Hessian of " + n + " columns is not positive definite even "
-                            + "with damping up to " + (percent - config.dampAutoIncrement())
-                            + " of its mean diagonal (degenerate or non-finite calibration activations)");
+                            + "with damping up to " + (percent - config.dampAutoIncrement()) + " of its mean diagonal:"
+                            + " not a Hessian, or a miscomputing BLAS (with OpenBLAS on AVX-512 CPUs set "
+                            + "OPENBLAS_CORETYPE=Haswell)");
                 }
             }
             int info = f32 ? LAPACKE_strtri(LAPACK_COL_MAJOR, (byte) 'U', (byte) 'N', n, (FloatPointer) work, n)
@@ -195,10 +202,69 @@ public final class GptqPreparation implements Serializable {
             float[][] h32 = f32 ? new float[blocks][] : null;
             double[][] h64 = f32 ? null : new double[blocks][];
             IntStream.range(0, blocks).parallel().forEach(b -> extractBlock(work, n, bs, b, h32, h64));
-            return new GptqPreparation(config, n, perm, dead, percent, f32 ? (float) (percent * mean) : used, h32,
-                    h64);
+            GptqPreparation prep = new GptqPreparation(config, n, perm, dead, percent,
+                    f32 ? (float) (percent * mean) : used, h32, h64);
+            prep.selfCheck(h, used);
+            return prep;
         } finally {
             work.deallocate();
+        }
+    }
+
+    /**
+     * Checks UᵀU·H̃·x = x for a fixed pseudo-random x (O(n²), against the O(n³) factorization): a wrong factor —
+     * a miscomputing BLAS/LAPACK build — must not silently produce a quantized model. The tolerance allows the
+     * worst-case conditioning of a damped Hessian, cond(H̃) ≤ n/p + 1, far below the O(1) residual of garbage.
+     */
+    private void selfCheck(Hessian h, double damp) {
+        int n = columns;
+        double[] x = new double[n];
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(n);
+        for (int i = 0; i < n; i++) {
+            x[i] = rnd.nextDouble(-1, 1);
+        }
+        double[] y = new double[n]; // H̃·x in processing order
+        IntStream.range(0, n).parallel().forEach(p -> {
+            double[] row = new double[n];
+            h.row(perm[p], row);
+            double s = 0;
+            for (int q = 0; q < n; q++) {
+                s += (q == p && dead[perm[p]] ? 1.0 : row[perm[q]]) * x[q];
+            }
+            y[p] = s + damp * x[p];
+        });
+        int bs = config.blockSize();
+        double[] z = new double[n]; // U·y, row p of U = block p/bs, offset (p − i1)·width + (q − i1)
+        IntStream.range(0, n).parallel().forEach(p -> {
+            int b = p / bs;
+            int i1 = b * bs;
+            int base = (p - i1) * (n - i1) - i1;
+            double s = 0;
+            for (int q = p; q < n; q++) {
+                s += (hinv32 != null ? hinv32[b][base + q] : hinv64[b][base + q]) * y[q];
+            }
+            z[p] = s;
+        });
+        double[] w = new double[n]; // Uᵀ·z, accumulated row by row
+        for (int p = 0; p < n; p++) {
+            int b = p / bs;
+            int i1 = b * bs;
+            int base = (p - i1) * (n - i1) - i1;
+            double zp = z[p];
+            for (int q = p; q < n; q++) {
+                w[q] += (hinv32 != null ? hinv32[b][base + q] : hinv64[b][base + q]) * zp;
+            }
+        }
+        double worst = 0;
+        for (int q = 0; q < n; q++) {
+            worst = Math.max(worst, Math.abs(w[q] - x[q]));
+        }
+        double eps = config.precision() == Precision.FP32 ? 0x1p-24 : 0x1p-53;
+        double tol = Math.min(0.5, Math.max(1e-6, 10 * (n / dampPercentUsed + 1) * eps));
+        if (!(worst <= tol)) {
+            throw SparkQuantException.internal("the Cholesky factor of the inverse Hessian (" + n + " columns) fails "
+                    + "its check, |UᵀUHx − x| = " + worst + " > " + tol + ": the BLAS/LAPACK library miscomputes "
+                    + "(with OpenBLAS on AVX-512 CPUs set OPENBLAS_CORETYPE=Haswell)", null);
         }
     }
 

@@ -17,26 +17,35 @@ import org.sparkquant.SparkQuantException;
  * {@link GptqPreparation}. Follows AutoGPTQ's {@code fasterquant} operation by operation (see formats.md §2).
  *
  * <p><b>Row-partition invariance.</b> Rows never mix in GPTQ, so the only way a row's bits could depend on which
- * other rows are quantized with it is the block update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (sgemm/dgemm, rows on M).
- * OpenBLAS computes rows that fall into a partial micro-tile (M not a multiple of the kernel's unroll) with edge
- * code whose rounding differs, and its thread split moves those edges. Rows are therefore padded with zero rows to
- * a multiple of {@value #ROW_ALIGN}: every real row is then computed by the full kernel with the same K-order no
- * matter how the rows were partitioned or how many threads OpenBLAS uses (checked by the tests). The per-column
- * work is done row by row in Java (rows in parallel), which is deterministic by construction.
+ * other rows are quantized with it is the block update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (sgemm/dgemm with rows on
+ * M). OpenBLAS's result for an element depends on more than its operands: elements in a partial micro-tile use
+ * edge code, the thread split moves tile boundaries with M, and some kernels (OpenBLAS 0.3.19 Haswell sgemm) even
+ * round a row differently depending on its position within the call (all measured). So the update runs as calls of
+ * exactly {@value #CALL_ROWS} rows on a grid fixed by the rows' global index ({@code firstRow}): a row always sits
+ * at the same position of a call with the same dimensions, zero rows pad the grid, columns are padded to a multiple
+ * of {@value #ALIGN} and the block size is a multiple of 16. Any partition of a matrix's rows into blocks then gives
+ * the same bits for the same OpenBLAS kernel and thread count (the tests check blocks of 1, 7, 64 and 100 rows).
+ * Calls of 256 rows cost ~5 % over one call for all rows. The per-column work is done row by row in Java (rows in
+ * parallel), deterministic by construction.
  */
 final class GptqSolver {
-    static final int ROW_ALIGN = 64;
+    static final int ALIGN = 64;
+    /** Rows per block-update gemm call, on a grid of global row indices. */
+    static final int CALL_ROWS = 256;
     /** Bytes of native working matrix per chunk of rows. */
     private static final long CHUNK_BYTES = 256L << 20;
 
     private GptqSolver() {}
 
-    static QuantizedRows quantize(float[] rows, int rowCount, GptqPreparation prep) {
+    static QuantizedRows quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep) {
         QuantConfig cfg = prep.config();
         int n = prep.columns();
         if (rowCount < 0 || (long) rowCount * n != rows.length) {
             throw SparkQuantException.badInput("weight block of " + rows.length + " values is not [" + rowCount + ", "
                     + n + "]");
+        }
+        if (firstRow < 0) {
+            throw SparkQuantException.badInput("first row must be >= 0, got " + firstRow);
         }
         int g = cfg.groupColumns(n);
         int groups = cfg.groups(n);
@@ -47,18 +56,21 @@ final class GptqSolver {
         }
         Output out = new Output(rowCount, n, groups);
         boolean f32 = cfg.precision() == Precision.FP32;
-        long rowBytes = (long) n * (f32 ? 4 : 8);
-        int chunk = (int) Math.max(ROW_ALIGN, CHUNK_BYTES / rowBytes / ROW_ALIGN * ROW_ALIGN);
-        chunk = Math.min(chunk, roundUp(Math.max(rowCount, 1)));
-        for (int r0 = 0; r0 < rowCount; r0 += chunk) {
-            new Chunk(prep, rows, r0, Math.min(chunk, rowCount - r0), out).run();
+        long rowBytes = (long) roundUp(n) * (f32 ? 4 : 8);
+        long chunk = Math.max(CALL_ROWS, CHUNK_BYTES / rowBytes / CALL_ROWS * CALL_ROWS);
+        long end = (long) firstRow + rowCount;
+        // Chunks of the global call grid; each holds the real rows of [firstRow, end) that fall into it.
+        for (long cs = firstRow - firstRow % CALL_ROWS; cs < end; cs += chunk) {
+            long lo = Math.max(firstRow, cs);
+            long hi = Math.min(end, cs + chunk);
+            new Chunk(prep, rows, (int) (lo - firstRow), (int) (hi - lo), (int) (lo - cs), out).run();
         }
         return new QuantizedRows(rowCount, n, cfg.bits(), g, groups, out.codes, out.scales, out.zeros, gIdx,
                 out.dequantized, out.losses);
     }
 
-    static int roundUp(int rows) {
-        return (rows + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+    static int roundUp(int count) {
+        return (count + ALIGN - 1) / ALIGN * ALIGN;
     }
 
     private static final class Output {
@@ -77,7 +89,10 @@ final class GptqSolver {
         }
     }
 
-    /** Rows [r0, r0+m) padded to a multiple of ROW_ALIGN, with their native working copy of W. */
+    /**
+     * Rows [r0, r0+m) of the block, with their native working copy of W: {@code lead} zero rows first (the rows'
+     * place on the global call grid), zero rows up to a multiple of CALL_ROWS after, zero columns up to roundUp(n).
+     */
     private static final class Chunk {
         private final GptqPreparation prep;
         private final QuantConfig cfg;
@@ -85,15 +100,18 @@ final class GptqSolver {
         private final float[] rows;
         private final int r0;
         private final int m;
+        private final int lead;
         private final int padded;
         private final int n;
+        /** Row stride of the native W: n padded with zero columns. */
+        private final int np;
         private final int g;
         private final int groups;
         private final boolean f32;
         private final Output out;
         private final int[] perm;
         private final boolean[] dead;
-        // Native working W [padded, n] row-major in permuted column order, and the block error matrix.
+        // Native working W [padded, np], row-major, permuted column order; zero padding rows and columns.
         private FloatPointer w32;
         private FloatBuffer w32v;
         private DoublePointer w64;
@@ -103,15 +121,17 @@ final class GptqSolver {
         /** Static group params per row: [m][groups][2]. */
         private final double[] staticParams;
 
-        Chunk(GptqPreparation prep, float[] rows, int r0, int m, Output out) {
+        Chunk(GptqPreparation prep, float[] rows, int r0, int m, int lead, Output out) {
             this.prep = prep;
             this.cfg = prep.config();
             this.quantizer = new MinMaxQuantizer(cfg);
             this.rows = rows;
             this.r0 = r0;
             this.m = m;
-            this.padded = roundUp(m);
+            this.lead = lead;
+            this.padded = (lead + m + CALL_ROWS - 1) / CALL_ROWS * CALL_ROWS;
             this.n = prep.columns();
+            this.np = roundUp(n);
             this.g = cfg.groupColumns(n);
             this.groups = cfg.groups(n);
             this.f32 = cfg.precision() == Precision.FP32;
@@ -123,7 +143,7 @@ final class GptqSolver {
         }
 
         void run() {
-            long size = (long) padded * n;
+            long size = (long) padded * np;
             if (f32) {
                 w32 = new FloatPointer(size).zero();
                 w32v = w32.asBuffer();
@@ -137,8 +157,8 @@ final class GptqSolver {
                 long errSize = (long) padded * bs;
                 FloatPointer err32 = f32 ? new FloatPointer(errSize).zero() : null;
                 DoublePointer err64 = f32 ? null : new DoublePointer(errSize).zero();
-                FloatPointer hb32 = f32 ? new FloatPointer((long) bs * n) : null;
-                DoublePointer hb64 = f32 ? null : new DoublePointer((long) bs * n);
+                FloatPointer hb32 = f32 ? new FloatPointer((long) bs * np) : null;
+                DoublePointer hb64 = f32 ? null : new DoublePointer((long) bs * np);
                 try {
                     for (int i1 = 0; i1 < n; i1 += bs) {
                         block(i1, Math.min(n, i1 + bs), err32, err64, hb32, hb64);
@@ -193,13 +213,13 @@ final class GptqSolver {
                 for (int k = 0; k < n; k++) {
                     p[k] = (float) w[perm[k]];
                 }
-                w32v.put(r * n, p, 0, n);
+                w32v.put((lead + r) * np, p, 0, n);
             } else {
                 double[] p = new double[n];
                 for (int k = 0; k < n; k++) {
                     p[k] = w[perm[k]];
                 }
-                w64v.put(r * n, p, 0, n);
+                w64v.put((lead + r) * np, p, 0, n);
             }
         }
 
@@ -209,128 +229,171 @@ final class GptqSolver {
             int width = n - i1;
             int bs = cfg.blockSize();
             int b = i1 / bs;
-            // Hinv1 = U[i1:i2, i1:i2] as double (exact for float).
-            double[] hd = new double[cnt * cnt];
             if (f32) {
+                // Hinv1 = U[i1:i2, i1:i2]
                 float[] blk = prep.block32(b);
-                for (int i = 0; i < cnt; i++) {
-                    for (int j = i; j < cnt; j++) {
-                        hd[i * cnt + j] = blk[i * width + j];
-                    }
-                }
-            } else {
-                double[] blk = prep.block64(b);
+                float[] hd = new float[cnt * cnt];
                 for (int i = 0; i < cnt; i++) {
                     System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
                 }
+                FloatBuffer ev = err32.asBuffer();
+                IntStream.range(0, m).parallel().forEach(r -> rowBlock32(r, i1, i2, hd, ev));
+            } else {
+                double[] blk = prep.block64(b);
+                double[] hd = new double[cnt * cnt];
+                for (int i = 0; i < cnt; i++) {
+                    System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
+                }
+                DoubleBuffer ev = err64.asBuffer();
+                IntStream.range(0, m).parallel().forEach(r -> rowBlock64(r, i1, i2, hd, ev));
             }
-            FloatBuffer e32v = f32 ? err32.asBuffer() : null;
-            DoubleBuffer e64v = f32 ? null : err64.asBuffer();
-            IntStream.range(0, m).parallel().forEach(r -> rowBlock(r, i1, i2, hd, e32v, e64v));
             if (i2 < n) {
-                // W[:, i2:] -= Err1 · U[i1:i2, i2:]
+                // W[:, i2:] -= Err1 · U[i1:i2, i2:], over the padded width (U's padding columns are zero)
+                int wp = np - i1;
                 if (f32) {
-                    hb32.put(prep.block32(b), 0, cnt * width);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, n - i2, cnt, -1f, err32, bs,
-                            hb32.getPointer(cnt), width, 1f, w32.getPointer(i2), n);
+                    float[] blk = prep.block32(b);
+                    float[] zeros = new float[np - n];
+                    for (int i = 0; i < cnt; i++) {
+                        hb32.getPointer((long) i * wp).put(blk, i * width, width);
+                        hb32.getPointer((long) i * wp + width).put(zeros, 0, zeros.length);
+                    }
+                    for (int c0 = 0; c0 < padded; c0 += CALL_ROWS) {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, CALL_ROWS, np - i2, cnt, -1f,
+                                err32.getPointer((long) c0 * bs), bs, hb32.getPointer(cnt), wp, 1f,
+                                w32.getPointer((long) c0 * np + i2), np);
+                    }
                 } else {
-                    hb64.put(prep.block64(b), 0, cnt * width);
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, n - i2, cnt, -1.0, err64, bs,
-                            hb64.getPointer(cnt), width, 1.0, w64.getPointer(i2), n);
+                    double[] blk = prep.block64(b);
+                    double[] zeros = new double[np - n];
+                    for (int i = 0; i < cnt; i++) {
+                        hb64.getPointer((long) i * wp).put(blk, i * width, width);
+                        hb64.getPointer((long) i * wp + width).put(zeros, 0, zeros.length);
+                    }
+                    for (int c0 = 0; c0 < padded; c0 += CALL_ROWS) {
+                        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, CALL_ROWS, np - i2, cnt, -1.0,
+                                err64.getPointer((long) c0 * bs), bs, hb64.getPointer(cnt), wp, 1.0,
+                                w64.getPointer((long) c0 * np + i2), np);
+                    }
                 }
             }
         }
 
-        /** The sequential column loop of one row over block [i1, i2). */
-        private void rowBlock(int r, int i1, int i2, double[] hd, FloatBuffer e32v, DoubleBuffer e64v) {
+        /**
+         * Scale and zero for row r at (permuted) column c, written to params[2r], params[2r+1]. At a group start
+         * (non-static groups) they are found from the global W — previous blocks' updates, not this block's, as in
+         * AutoGPTQ — and recorded in the output.
+         */
+        private int paramsAt(int r, int c, double[] scratch) {
+            if (staticParams != null) {
+                return (r * groups + (cfg.descAct() ? perm[c] : c) / g) * 2 + STATIC;
+            }
+            if (cfg.groupSize() != -1 && c % g == 0) {
+                int len = Math.min(g, n - c);
+                readW(r, c, len, scratch);
+                quantizer.findParams(scratch, 0, len, params, 2 * r);
+                int at = (r0 + r) * groups + c / g;
+                out.scales[at] = (float) params[2 * r];
+                out.zeros[at] = (int) params[2 * r + 1];
+            }
+            return 2 * r;
+        }
+
+        private static final int STATIC = 1 << 30; // marks an index into staticParams
+
+        private double param(int at) {
+            return at >= STATIC ? staticParams[at - STATIC] : params[at];
+        }
+
+        /** The sequential column loop of one row over block [i1, i2), float arithmetic as in the reference. */
+        private void rowBlock32(int r, int i1, int i2, float[] hd, FloatBuffer ev) {
             int cnt = i2 - i1;
-            double[] w1 = readW(r, i1, cnt);
-            double[] err = new double[cnt];
+            float[] w1 = new float[cnt];
+            w32v.get((lead + r) * np + i1, w1, 0, cnt);
+            float[] err = new float[cnt];
+            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
+            float maxq = cfg.maxq();
             int outRow = r0 + r;
             double loss = 0;
-            double[] group = null;
             for (int i = 0; i < cnt; i++) {
                 int c = i1 + i;
-                double scale;
-                double zero;
-                if (staticParams != null) {
-                    int at = (r * groups + (cfg.descAct() ? perm[c] : c) / g) * 2;
-                    scale = staticParams[at];
-                    zero = staticParams[at + 1];
-                } else {
-                    if (cfg.groupSize() != -1 && c % g == 0) {
-                        // Group params from the global W: previous blocks' updates, not this block's (AutoGPTQ).
-                        int len = Math.min(g, n - c);
-                        if (group == null) {
-                            group = new double[Math.min(g, n)];
-                        }
-                        readW(r, c, len, group);
-                        quantizer.findParams(group, 0, len, params, 2 * r);
-                        int at = outRow * groups + c / g;
-                        out.scales[at] = (float) params[2 * r];
-                        out.zeros[at] = (int) params[2 * r + 1];
-                    }
-                    scale = params[2 * r];
-                    zero = params[2 * r + 1];
-                }
-                double w = w1[i];
-                double d = hd[i * cnt + i];
-                double q = quantizer.code(w, scale, zero);
-                double dq = r(scale * (q - zero));
-                int at = outRow * n + perm[c];
-                out.codes[at] = (byte) (int) q;
-                out.dequantized[at] = (float) dq;
-                double diff = r(w - dq);
-                loss += r(r(diff * diff) / r(d * d));
-                double e = r(diff / d);
+                int at = paramsAt(r, c, scratch);
+                float scale = (float) param(at);
+                float zero = (float) param(at + 1);
+                float w = w1[i];
+                float d = hd[i * cnt + i];
+                float q = (float) Math.rint(w / scale) + zero;
+                q = q < 0 ? 0 : (q > maxq ? maxq : q);
+                float dq = scale * (q - zero);
+                int o = outRow * n + perm[c];
+                out.codes[o] = (byte) (int) q;
+                out.dequantized[o] = dq;
+                float diff = w - dq;
+                loss += diff * diff / (d * d);
+                float e = diff / d;
                 err[i] = e;
                 int h0 = i * cnt;
-                if (f32) {
-                    for (int j = i + 1; j < cnt; j++) {
-                        w1[j] = (float) (w1[j] - (float) (e * hd[h0 + j]));
-                    }
-                } else {
-                    for (int j = i + 1; j < cnt; j++) {
-                        w1[j] -= e * hd[h0 + j];
-                    }
+                for (int j = i + 1; j < cnt; j++) {
+                    w1[j] -= e * hd[h0 + j];
                 }
             }
             out.losses[outRow] += loss;
-            if (f32) {
-                float[] e = new float[cnt];
-                for (int i = 0; i < cnt; i++) {
-                    e[i] = (float) err[i];
-                }
-                e32v.put(r * cfg.blockSize(), e, 0, cnt);
-            } else {
-                e64v.put(r * cfg.blockSize(), err, 0, cnt);
-            }
-            if (cfg.groupSize() == -1 || staticParams != null) {
-                // whole-row or static params are known up front
-                if (i1 == 0) {
-                    for (int gi = 0; gi < groups; gi++) {
-                        int at = outRow * groups + gi;
-                        int src = staticParams != null ? (r * groups + gi) * 2 : 2 * r;
-                        double[] p = staticParams != null ? staticParams : params;
-                        out.scales[at] = (float) p[src];
-                        out.zeros[at] = (int) p[src + 1];
-                    }
-                }
-            }
+            ev.put((lead + r) * cfg.blockSize(), err, 0, cnt);
+            recordFixedParams(r, i1);
         }
 
-        private double r(double v) {
-            return f32 ? (float) v : v;
+        /** As {@link #rowBlock32} in double. */
+        private void rowBlock64(int r, int i1, int i2, double[] hd, DoubleBuffer ev) {
+            int cnt = i2 - i1;
+            double[] w1 = new double[cnt];
+            w64v.get((lead + r) * np + i1, w1, 0, cnt);
+            double[] err = new double[cnt];
+            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
+            double maxq = cfg.maxq();
+            int outRow = r0 + r;
+            double loss = 0;
+            for (int i = 0; i < cnt; i++) {
+                int c = i1 + i;
+                int at = paramsAt(r, c, scratch);
+                double scale = param(at);
+                double zero = param(at + 1);
+                double w = w1[i];
+                double d = hd[i * cnt + i];
+                double q = Math.rint(w / scale) + zero;
+                q = q < 0 ? 0 : (q > maxq ? maxq : q);
+                double dq = scale * (q - zero);
+                int o = outRow * n + perm[c];
+                out.codes[o] = (byte) (int) q;
+                out.dequantized[o] = (float) dq;
+                double diff = w - dq;
+                loss += diff * diff / (d * d);
+                double e = diff / d;
+                err[i] = e;
+                int h0 = i * cnt;
+                for (int j = i + 1; j < cnt; j++) {
+                    w1[j] -= e * hd[h0 + j];
+                }
+            }
+            out.losses[outRow] += loss;
+            ev.put((lead + r) * cfg.blockSize(), err, 0, cnt);
+            recordFixedParams(r, i1);
         }
 
-        private double[] readW(int r, int c0, int len) {
-            double[] d = new double[len];
-            readW(r, c0, len, d);
-            return d;
+        /** Whole-row (group −1) and static params are known up front: record them once. */
+        private void recordFixedParams(int r, int i1) {
+            if (i1 != 0 || (cfg.groupSize() != -1 && staticParams == null)) {
+                return;
+            }
+            for (int gi = 0; gi < groups; gi++) {
+                int at = (r0 + r) * groups + gi;
+                double[] p = staticParams != null ? staticParams : params;
+                int src = staticParams != null ? (r * groups + gi) * 2 : 2 * r;
+                out.scales[at] = (float) p[src];
+                out.zeros[at] = (int) p[src + 1];
+            }
         }
 
         private void readW(int r, int c0, int len, double[] dst) {
-            int at = r * n + c0;
+            int at = (lead + r) * np + c0;
             if (f32) {
                 float[] f = new float[len];
                 w32v.get(at, f, 0, len);

@@ -64,6 +64,25 @@ public final class Hessian implements Serializable {
         return h;
     }
 
+    /** Like {@link #of(double[], int)} for a float matrix (e.g. read from an fp32 .npy), without a double copy. */
+    public static Hessian of(float[] full, int n) {
+        if (n <= 0 || (long) n * n != full.length) {
+            throw SparkQuantException.badInput("Hessian: " + full.length + " values is not a square of " + n);
+        }
+        Hessian h = allocate(n, 0, 0);
+        for (int i = 0; i < n; i++) {
+            double[] tile = h.tileOf(i);
+            int off = h.offsetOf(i);
+            for (int j = 0; j < n; j++) {
+                if (j < i && Float.floatToIntBits(full[i * n + j]) != Float.floatToIntBits(full[j * n + i])) {
+                    throw SparkQuantException.badInput("Hessian: not symmetric at (" + i + ", " + j + ")");
+                }
+                tile[off + j] = full[i * n + j];
+            }
+        }
+        return h;
+    }
+
     public int columns() {
         return columns;
     }

@@ -203,7 +203,12 @@ public final class HessianAccumulator implements Serializable {
                                 c.getPointer(rows), width);
                     }
                     FloatBuffer view = s.products32View();
-                    accumulateBlock(b, rows, width, k -> view.get(k));
+                    accumulateBlock(b, rows, width, (i, row, scratch) -> {
+                        view.get(i * width + i, scratch, 0, width - i);
+                        for (int j = i; j < width; j++) {
+                            row[j] = scratch[j - i];
+                        }
+                    });
                 } else {
                     DoublePointer c = s.products64();
                     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, rows, unitTokens, 1.0, xd.getPointer(r0),
@@ -214,7 +219,7 @@ public final class HessianAccumulator implements Serializable {
                                 c.getPointer(rows), width);
                     }
                     DoubleBuffer view = s.products64View();
-                    accumulateBlock(b, rows, width, view::get);
+                    accumulateBlock(b, rows, width, (i, row, scratch) -> view.get(i * width + i, row, i, width - i));
                 }
             }
         }
@@ -222,18 +227,25 @@ public final class HessianAccumulator implements Serializable {
         tokens += unitTokens;
     }
 
-    private interface Source {
-        double get(int index);
+    /** Copies row i of a product block, columns [i, width), into {@code row} at the same positions. */
+    private interface RowReader {
+        void read(int i, double[] row, float[] scratch);
     }
 
     /** Adds the upper part of a product block (row i from column i on) into the fixed-point sums, rows in parallel. */
-    private void accumulateBlock(int b, int rows, int width, Source products) {
+    private void accumulateBlock(int b, int rows, int width, RowReader products) {
         long[] h = hi[b];
         long[] l = lo[b];
-        IntStream.range(0, rows).parallel().forEach(i -> {
-            int base = i * width;
-            for (int j = i; j < width; j++) {
-                add128(h, l, base + j, products.get(base + j));
+        int strip = 16;
+        IntStream.range(0, (rows + strip - 1) / strip).parallel().forEach(s -> {
+            double[] row = new double[width];
+            float[] scratch = new float[width];
+            for (int i = s * strip; i < Math.min(rows, (s + 1) * strip); i++) {
+                products.read(i, row, scratch);
+                int base = i * width;
+                for (int j = i; j < width; j++) {
+                    add128(h, l, base + j, row[j]);
+                }
             }
         });
     }
@@ -263,8 +275,13 @@ public final class HessianAccumulator implements Serializable {
         lo[k] = sum;
     }
 
-    private static double toDouble(long h, long l) {
-        return h * 0x1p16 + (l >>> 1) * 0x1p-47;
+    /** The 128-bit value h·2^64 + unsigned(l), times 2^−48, rounded to double without cancellation. */
+    static double toDouble(long h, long l) {
+        if (h == (int) h) {
+            long top = (h << 32) | (l >>> 32); // the value >> 32, exact in a long
+            return top * 0x1p-16 + (l & 0xFFFFFFFFL) * 0x1p-48;
+        }
+        return h * 0x1p16 + (l >>> 11) * 0x1p-37; // |value| >= 2^47: the low bits are far below the double ulp
     }
 
     // ---------------------------------------------------------------- merging and finishing

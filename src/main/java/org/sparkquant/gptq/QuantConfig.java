@@ -19,7 +19,7 @@ import org.sparkquant.SparkQuantException;
  * @param mseGrid           grid resolution (shrink step 1/grid)
  * @param mseMaxShrink      smallest range tried is (1 − maxShrink) of the full one
  * @param precision         arithmetic of the solve
- * @param blockSize         GPTQ lazy-batch block size (columns per block)
+ * @param blockSize         GPTQ lazy-batch block size (columns per block), a multiple of 16
  */
 public record QuantConfig(int bits, int groupSize, boolean sym, boolean descAct, boolean staticGroups,
                           double dampPercent, double dampAutoIncrement, boolean mse, double mseNorm, int mseGrid,
@@ -53,8 +53,9 @@ public record QuantConfig(int bits, int groupSize, boolean sym, boolean descAct,
         if (precision == null) {
             throw SparkQuantException.badInput("precision must be FP32 or FP64");
         }
-        if (blockSize < 1) {
-            throw SparkQuantException.badInput("block size must be positive, got " + blockSize);
+        if (blockSize < 16 || blockSize % 16 != 0) {
+            // multiples of 16 keep the lazy-batch gemm on OpenBLAS's full kernels (see GptqSolver)
+            throw SparkQuantException.badInput("block size must be a positive multiple of 16, got " + blockSize);
         }
     }
 
