@@ -92,7 +92,7 @@ public final class GgmlGptq {
         Output out = new Output(rowCount, n, (int) rowBytes);
         boolean f32 = prep.config().precision() == Precision.FP32;
         long rowMem = (long) n * (f32 ? 4 : 8);
-        int align = GptqSolver.ROW_ALIGN;
+        int align = GptqSolver.ALIGN;
         int chunk = (int) Math.max(align, CHUNK_BYTES / rowMem / align * align);
         chunk = Math.min(chunk, GptqSolver.roundUp(Math.max(rowCount, 1)));
         for (int r0 = 0; r0 < rowCount; r0 += chunk) {

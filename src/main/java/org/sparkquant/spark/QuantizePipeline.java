@@ -461,7 +461,7 @@ public final class QuantizePipeline {
             Input input = m.input();
             GptqPreparation prep = ExecutorCache.slot("prep:" + input, work.path(prepPath(layer, input)),
                     () -> Staged.readObject(storage, work.path(prepPath(layer, input))));
-            q = Gptq.quantize(rows, block.rows(), prep, job.quant());
+            q = Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant());
             Hessian h = ExecutorCache.slot("hessian:" + input, work.path(hessianPath(layer, input)),
                     () -> Staged.readObject(storage, work.path(hessianPath(layer, input))));
             hessianError = sum(Gptq.hessianError(h, rows, q.dequantized(), block.rows()));
