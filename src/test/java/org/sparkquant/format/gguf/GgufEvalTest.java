@@ -173,7 +173,7 @@ class GgufEvalTest {
         Path model = GgufTestModels.write(tmp, "qwen3");
         Path f = GgufLlamaCppTest.export(model, LlamaFileType.Q4_K_M, tmp);
         ModelSource source = ModelSource.of(Storage.local(), f.toString());
-        assertTrue(source.isGguf());
+        assertEquals(ModelSource.Kind.GGUF, source.kind());
         List<int[]> windows;
         try (TextTokenizer t = source.tokenizer(null)) {
             windows = PerplexityEvaluator.windows(t.encode(GgufImatrixTest.calibrationText()), 48, 0);
@@ -197,7 +197,7 @@ class GgufEvalTest {
         assertEquals(local.tokens(), spark.tokens());
         assertEquals(local.nll(), spark.nll(), 1e-6 * Math.abs(local.nll()));
         // a directory is still a dense checkpoint
-        assertTrue(!ModelSource.of(Storage.local(), model.toString()).isGguf());
+        assertEquals(ModelSource.Kind.DENSE, ModelSource.of(Storage.local(), model.toString()).kind());
     }
 
     @Test
