@@ -52,7 +52,7 @@ PYEOF
   echo "$torch_line"
   torch_ms=$(sed -E 's/.*total=([0-9.]+).*/\1/' <<< "$torch_line")
   OMP_NUM_THREADS=$THREADS java -Xmx14g -Dorg.bytedeco.javacpp.maxbytes=12g -Dorg.bytedeco.javacpp.maxphysicalbytes=20g \
-      -Djava.util.concurrent.ForkJoinPool.common.parallelism=$((THREADS > 1 ? THREADS - 1 : 1)) \
+      -Djava.util.concurrent.ForkJoinPool.common.parallelism=$((THREADS - 1)) \
       -cp "$CP" org.sparkquant.bench.GptqBench --w "$w" --h "$h" --torch-ms "$torch_ms" \
       --torch-codes "$DIR/codes_torch.npy" $EXTRA
 done

@@ -37,8 +37,9 @@ import org.sparkquant.SparkQuantException;
  * dampAutoIncrement and the factorization is retried from the undamped H while p &lt; 1 (GPTQModel's rule).
  *
  * <p><b>Reproducibility.</b> LAPACK's blocked factorizations call OpenBLAS kernels whose last bits depend on the
- * thread count, so U can differ in the last bit between OpenBLAS thread settings; it is computed once and
- * broadcast, so all row blocks of a matrix use the same U. Step (b) does not depend on the thread count.
+ * thread count and kernel, so U can differ in the last bit between OpenBLAS settings; it is computed once and
+ * broadcast, so all row blocks of a matrix use the same U. A self-check (UᵀU·H̃·x = x for a fixed x, O(n²)) rejects
+ * a wrong factor from a miscomputing BLAS build instead of quantizing with it.
  */
 public final class GptqPreparation implements Serializable {
     private static final long serialVersionUID = 1L;

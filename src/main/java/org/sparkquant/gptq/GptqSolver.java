@@ -24,7 +24,7 @@ import org.sparkquant.SparkQuantException;
  * exactly {@value #CALL_ROWS} rows on a grid fixed by the rows' global index ({@code firstRow}): a row always sits
  * at the same position of a call with the same dimensions, zero rows pad the grid, columns are padded to a multiple
  * of {@value #ALIGN} and the block size is a multiple of 16. Any partition of a matrix's rows into blocks then gives
- * the same bits for the same OpenBLAS kernel and thread count (the tests check blocks of 1, 7, 64 and 100 rows).
+ * the same bits for the same OpenBLAS kernel and thread count (the tests check blocks of 1, 7, 64, 100 and 256 rows).
  * Calls of 256 rows cost ~5 % over one call for all rows. The per-column work is done row by row in Java (rows in
  * parallel), deterministic by construction.
  */
@@ -32,6 +32,8 @@ final class GptqSolver {
     static final int ALIGN = 64;
     /** Rows per block-update gemm call, on a grid of global row indices. */
     static final int CALL_ROWS = 256;
+    /** Rows per task of the in-block column loop (the vector length of its inner loops). */
+    static final int STRIP = 256;
     /** Bytes of native working matrix per chunk of rows. */
     private static final long CHUNK_BYTES = 256L << 20;
 
@@ -237,7 +239,8 @@ final class GptqSolver {
                     System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
                 }
                 FloatBuffer ev = err32.asBuffer();
-                IntStream.range(0, m).parallel().forEach(r -> rowBlock32(r, i1, i2, hd, ev));
+                IntStream.range(0, (m + STRIP - 1) / STRIP).parallel()
+                        .forEach(t -> strip32(t * STRIP, Math.min(m, (t + 1) * STRIP), i1, i2, hd, ev));
             } else {
                 double[] blk = prep.block64(b);
                 double[] hd = new double[cnt * cnt];
@@ -245,7 +248,8 @@ final class GptqSolver {
                     System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
                 }
                 DoubleBuffer ev = err64.asBuffer();
-                IntStream.range(0, m).parallel().forEach(r -> rowBlock64(r, i1, i2, hd, ev));
+                IntStream.range(0, (m + STRIP - 1) / STRIP).parallel()
+                        .forEach(t -> strip64(t * STRIP, Math.min(m, (t + 1) * STRIP), i1, i2, hd, ev));
             }
             if (i2 < n) {
                 // W[:, i2:] -= Err1 · U[i1:i2, i2:], over the padded width (U's padding columns are zero)
@@ -304,78 +308,168 @@ final class GptqSolver {
             return at >= STATIC ? staticParams[at - STATIC] : params[at];
         }
 
-        /** The sequential column loop of one row over block [i1, i2), float arithmetic as in the reference. */
-        private void rowBlock32(int r, int i1, int i2, float[] hd, FloatBuffer ev) {
-            int cnt = i2 - i1;
-            float[] w1 = new float[cnt];
-            w32v.get((lead + r) * np + i1, w1, 0, cnt);
-            float[] err = new float[cnt];
-            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
-            float maxq = cfg.maxq();
-            int outRow = r0 + r;
-            double loss = 0;
-            for (int i = 0; i < cnt; i++) {
-                int c = i1 + i;
-                int at = paramsAt(r, c, scratch);
-                float scale = (float) param(at);
-                float zero = (float) param(at + 1);
-                float w = w1[i];
-                float d = hd[i * cnt + i];
-                float q = (float) Math.rint(w / scale) + zero;
-                q = q < 0 ? 0 : (q > maxq ? maxq : q);
-                float dq = scale * (q - zero);
-                int o = outRow * n + perm[c];
-                out.codes[o] = (byte) (int) q;
-                out.dequantized[o] = dq;
-                float diff = w - dq;
-                loss += diff * diff / (d * d);
-                float e = diff / d;
-                err[i] = e;
-                int h0 = i * cnt;
-                for (int j = i + 1; j < cnt; j++) {
-                    w1[j] -= e * hd[h0 + j];
-                }
+        /** Whether column c switches the quantizer params (group start, or any column for static act-order). */
+        private boolean paramsChange(int c, int i) {
+            if (staticParams != null) {
+                return cfg.descAct() || c % g == 0 || i == 0;
             }
-            out.losses[outRow] += loss;
-            ev.put((lead + r) * cfg.blockSize(), err, 0, cnt);
-            recordFixedParams(r, i1);
+            return i == 0 || (cfg.groupSize() != -1 && c % g == 0);
         }
 
-        /** As {@link #rowBlock32} in double. */
-        private void rowBlock64(int r, int i1, int i2, double[] hd, DoubleBuffer ev) {
+        /**
+         * The column loop of block [i1, i2) for rows [s0, s1), in float arithmetic as in the reference. The block is
+         * held transposed, one array per column holding the strip's rows, so that quantization and the in-block
+         * update W1[:, j] −= err · Hinv1[i, j] run as loops over rows with equal indices, which the JIT vectorizes;
+         * the operations per element are exactly the reference's. Rounding half to even uses (t + 1.5·2^23) −
+         * 1.5·2^23, exact for |t| < 2^22; larger |t| is clamped to 0 or maxq either way.
+         */
+        private void strip32(int s0, int s1, int i1, int i2, float[] hd, FloatBuffer ev) {
             int cnt = i2 - i1;
-            double[] w1 = new double[cnt];
-            w64v.get((lead + r) * np + i1, w1, 0, cnt);
-            double[] err = new double[cnt];
-            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
-            double maxq = cfg.maxq();
-            int outRow = r0 + r;
-            double loss = 0;
-            for (int i = 0; i < cnt; i++) {
-                int c = i1 + i;
-                int at = paramsAt(r, c, scratch);
-                double scale = param(at);
-                double zero = param(at + 1);
-                double w = w1[i];
-                double d = hd[i * cnt + i];
-                double q = Math.rint(w / scale) + zero;
-                q = q < 0 ? 0 : (q > maxq ? maxq : q);
-                double dq = scale * (q - zero);
-                int o = outRow * n + perm[c];
-                out.codes[o] = (byte) (int) q;
-                out.dequantized[o] = (float) dq;
-                double diff = w - dq;
-                loss += diff * diff / (d * d);
-                double e = diff / d;
-                err[i] = e;
-                int h0 = i * cnt;
-                for (int j = i + 1; j < cnt; j++) {
-                    w1[j] -= e * hd[h0 + j];
+            int len = s1 - s0;
+            int bs = cfg.blockSize();
+            float[][] wt = new float[cnt][len];
+            float[] row = new float[Math.max(cnt, bs)];
+            for (int k = 0; k < len; k++) {
+                w32v.get((lead + s0 + k) * np + i1, row, 0, cnt);
+                for (int i = 0; i < cnt; i++) {
+                    wt[i][k] = row[i];
                 }
             }
-            out.losses[outRow] += loss;
-            ev.put((lead + r) * cfg.blockSize(), err, 0, cnt);
-            recordFixedParams(r, i1);
+            float[] sc = new float[len];
+            float[] zr = new float[len];
+            float[][] err = new float[cnt][len];
+            float[][] deq = new float[cnt][len];
+            float[] lossT = new float[len];
+            double[] loss = new double[len];
+            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
+            float maxq = cfg.maxq();
+            for (int i = 0; i < cnt; i++) {
+                int c = i1 + i;
+                if (paramsChange(c, i)) {
+                    for (int k = 0; k < len; k++) {
+                        int at = paramsAt(s0 + k, c, scratch);
+                        sc[k] = (float) param(at);
+                        zr[k] = (float) param(at + 1);
+                    }
+                }
+                float d = hd[i * cnt + i];
+                quantizeColumn(wt[i], sc, zr, maxq, d, err[i], deq[i], lossT, len);
+                for (int k = 0; k < len; k++) {
+                    loss[k] += lossT[k];
+                }
+                float[] e = err[i];
+                for (int j = i + 1; j < cnt; j++) {
+                    subtractScaled(wt[j], e, hd[i * cnt + j], len);
+                }
+            }
+            for (int k = 0; k < len; k++) {
+                int outRow = r0 + s0 + k;
+                out.losses[outRow] += loss[k];
+                for (int i = 0; i < cnt; i++) {
+                    int o = outRow * n + perm[i1 + i];
+                    out.codes[o] = (byte) (int) wt[i][k];
+                    out.dequantized[o] = deq[i][k];
+                    row[i] = err[i][k];
+                }
+                ev.put((lead + s0 + k) * bs, row, 0, cnt);
+                recordFixedParams(s0 + k, i1);
+            }
+        }
+
+        /** Quantizes column w in place to its codes; err, dequantized value and loss term per row. */
+        private static void quantizeColumn(float[] w, float[] sc, float[] zr, float maxq, float d, float[] err,
+                                           float[] deq, float[] lossT, int len) {
+            final float magic = 0x1.8p23f;
+            float dd = d * d;
+            for (int k = 0; k < len; k++) {
+                float x = w[k];
+                float q = Math.min(maxq, Math.max(0f, ((x / sc[k] + magic) - magic) + zr[k]));
+                float dq = sc[k] * (q - zr[k]);
+                float diff = x - dq;
+                lossT[k] = diff * diff / dd;
+                err[k] = diff / d;
+                deq[k] = dq;
+                w[k] = q; // the column is consumed: keep its code
+            }
+        }
+
+        /** As {@link #strip32} in double ((t + 1.5·2^52) − 1.5·2^52 rounds half to even for |t| < 2^51). */
+        private void strip64(int s0, int s1, int i1, int i2, double[] hd, DoubleBuffer ev) {
+            int cnt = i2 - i1;
+            int len = s1 - s0;
+            int bs = cfg.blockSize();
+            double[][] wt = new double[cnt][len];
+            double[] row = new double[Math.max(cnt, bs)];
+            for (int k = 0; k < len; k++) {
+                w64v.get((lead + s0 + k) * np + i1, row, 0, cnt);
+                for (int i = 0; i < cnt; i++) {
+                    wt[i][k] = row[i];
+                }
+            }
+            double[] sc = new double[len];
+            double[] zr = new double[len];
+            double[][] err = new double[cnt][len];
+            double[][] deq = new double[cnt][len];
+            double[] loss = new double[len];
+            double[] scratch = cfg.groupSize() != -1 && staticParams == null ? new double[Math.min(g, n)] : null;
+            double maxq = cfg.maxq();
+            for (int i = 0; i < cnt; i++) {
+                int c = i1 + i;
+                if (paramsChange(c, i)) {
+                    for (int k = 0; k < len; k++) {
+                        int at = paramsAt(s0 + k, c, scratch);
+                        sc[k] = param(at);
+                        zr[k] = param(at + 1);
+                    }
+                }
+                quantizeColumn(wt[i], sc, zr, maxq, hd[i * cnt + i], err[i], deq[i], loss, len);
+                double[] e = err[i];
+                for (int j = i + 1; j < cnt; j++) {
+                    subtractScaled(wt[j], e, hd[i * cnt + j], len);
+                }
+            }
+            for (int k = 0; k < len; k++) {
+                int outRow = r0 + s0 + k;
+                out.losses[outRow] += loss[k];
+                for (int i = 0; i < cnt; i++) {
+                    int o = outRow * n + perm[i1 + i];
+                    out.codes[o] = (byte) (int) wt[i][k];
+                    out.dequantized[o] = (float) deq[i][k];
+                    row[i] = err[i][k];
+                }
+                ev.put((lead + s0 + k) * bs, row, 0, cnt);
+                recordFixedParams(s0 + k, i1);
+            }
+        }
+
+        /** As the float version; the loss terms are added to {@code loss}. */
+        private static void quantizeColumn(double[] w, double[] sc, double[] zr, double maxq, double d,
+                                           double[] err, double[] deq, double[] loss, int len) {
+            final double magic = 0x1.8p52;
+            double dd = d * d;
+            for (int k = 0; k < len; k++) {
+                double x = w[k];
+                double q = Math.min(maxq, Math.max(0.0, ((x / sc[k] + magic) - magic) + zr[k]));
+                double dq = sc[k] * (q - zr[k]);
+                double diff = x - dq;
+                loss[k] += diff * diff / dd;
+                err[k] = diff / d;
+                deq[k] = dq;
+                w[k] = q;
+            }
+        }
+
+        /** y −= x · a over the first len elements (equal indices: the JIT vectorizes it). */
+        private static void subtractScaled(float[] y, float[] x, float a, int len) {
+            for (int k = 0; k < len; k++) {
+                y[k] -= x[k] * a;
+            }
+        }
+
+        private static void subtractScaled(double[] y, double[] x, double a, int len) {
+            for (int k = 0; k < len; k++) {
+                y[k] -= x[k] * a;
+            }
         }
 
         /** Whole-row (group −1) and static params are known up front: record them once. */

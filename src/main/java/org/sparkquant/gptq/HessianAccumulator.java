@@ -30,7 +30,8 @@ import org.sparkquant.SparkQuantException;
  *
  * <p><b>Bit-identical merging.</b> Each {@link #add} call is one unit (normally one sequence): its product xᵀx is
  * computed by OpenBLAS in fixed internal blocks of {@value #BLOCK} rows (ssyrk on the diagonal block, sgemm right of
- * it; the dimensions depend only on n and the unit's token count), so the product's bits depend only on the unit.
+ * it; the dimensions depend only on n and the unit's token count), so the product's bits depend only on the unit
+ * (and on the OpenBLAS kernel and thread count, which a job keeps fixed).
  * The products are then summed <em>exactly</em>: every value is rounded once to a fixed-point grid of 2^−48 and
  * added as a 128-bit integer. Integer addition is associative, so any partition of the units into accumulators,
  * merged in any order, yields the same bits — which floating-point partial sums cannot promise. The grid keeps
