@@ -12,7 +12,7 @@ src/test/resources/fixtures/nn/<name>/, each with
 models/dev-llama2-26m, computed in fp32 (bf16 weights are loaded as fp32), writes
 src/test/resources/fixtures/nn/shared/<model>.json (+ .safetensors):
   a fixed token list (a fixed sentence through tokenizer.json, BOS first) with the logits of its first 8 positions at
-  every 16th (vocab > 8192: 64th) vocabulary id, the log-sum-exp of every position and the next-token NLL of every position; and the
+  every 16th (vocab > 8192: every 64th) vocabulary id, the log-sum-exp and the next-token NLL of every position; and the
   perplexity cross-check: the first 6000 code points of text/eval.txt tokenized (BOS first), 4 windows of 128 tokens,
   perplexity with the GPTQ protocol (each window predicts its tokens 1..127; ppl = exp(mean NLL)).
 

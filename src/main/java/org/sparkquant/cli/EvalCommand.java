@@ -44,7 +44,8 @@ public final class EvalCommand implements Callable<Integer> {
     @Mixin
     CommonOptions common;
 
-    @Option(names = "--model", required = true, paramLabel = "URI", description = "Model directory.")
+    @Option(names = "--model", required = true, paramLabel = "URI",
+            description = "Model directory, or a GGUF file (tokenized with the vocabulary it contains).")
     String model;
 
     @Option(names = "--data", required = true, paramLabel = "URI", description = "UTF-8 text file.")
@@ -82,9 +83,9 @@ public final class EvalCommand implements Callable<Integer> {
         }
         long start = System.nanoTime();
         Storage storage = common.storage();
-        ModelSource source = ModelSource.detect(storage, model);
+        ModelSource source = ModelSource.of(storage, model);
         List<int[]> windows;
-        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, bos == null ? null : bos.add)) {
+        try (TextTokenizer tokenizer = source.tokenizer(bos == null ? null : bos.add)) {
             tokenizer.checkCompatible(source.config());
             String text = joinedText(storage, data);
             int[] tokens = tokenizer.encode(text);

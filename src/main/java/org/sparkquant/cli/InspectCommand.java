@@ -10,6 +10,11 @@ import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.format.gguf.GgufModelDesc;
+import org.sparkquant.format.gguf.GgufNames;
+import org.sparkquant.format.gguf.GgufPlan;
+import org.sparkquant.format.gguf.GgufTensor;
+import org.sparkquant.format.gguf.LlamaFileType;
 import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
@@ -50,6 +55,10 @@ public final class InspectCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print one JSON object instead of text.")
     boolean json;
 
+    @Option(names = "--gguf-type", paramLabel = "TYPE", description = "Also print the GGUF plan of a llama.cpp file "
+            + "type (Q4_K_M, Q8_0, ...): the type llama-quantize picks for every tensor, bits per weight, size.")
+    String ggufType;
+
     @Override
     public Integer call() throws Exception {
         if (samples <= 0 || seqLen <= 0 || samplesPerPartition <= 0) {
@@ -62,11 +71,17 @@ public final class InspectCommand implements Callable<Integer> {
             inventory = ModelInventory.of(config, store);
         }
         MemoryPlan plan = MemoryPlan.of(inventory, samples, seqLen, samplesPerPartition);
+        GgufPlan gguf = ggufType == null ? null : ggufPlan(config, LlamaFileType.parse(ggufType));
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
-            out.println(toJson(inventory, plan));
+            out.println(toJson(inventory, plan, gguf));
         } else {
             printText(out, inventory, plan);
+            if (gguf != null) {
+                out.println();
+                out.println("GGUF plan for " + gguf.fileType() + ":");
+                out.print(gguf.table());
+            }
         }
         out.flush();
         return 0;
@@ -118,7 +133,15 @@ public final class InspectCommand implements Callable<Integer> {
                 Bytes.human(plan.driverBytes()), Bytes.human(MemoryPlan.HESSIAN_TILE_BYTES));
     }
 
-    private String toJson(ModelInventory inventory, MemoryPlan plan) throws Exception {
+    /** What llama.cpp's converter and llama-quantize would make of this model. */
+    static GgufPlan ggufPlan(ModelConfig c, LlamaFileType type) {
+        GgufModelDesc desc = GgufModelDesc.standard(GgufNames.architecture(c.modelType()), c.numLayers(), c.numHeads(), c.numKvHeads(), c.hiddenSize(),
+                c.intermediateSize(), c.vocabSize(), c.tieWordEmbeddings(), c.headDim(),
+                c.rope().type().equals("llama3"));
+        return GgufPlan.of(desc, type);
+    }
+
+    private String toJson(ModelInventory inventory, MemoryPlan plan, GgufPlan gguf) throws Exception {
         ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ModelConfig c = inventory.config();
         ObjectNode root = mapper.createObjectNode();
@@ -153,6 +176,16 @@ public final class InspectCommand implements Callable<Integer> {
         memory.put("activation_bytes_per_sample", plan.activationBytesPerSample());
         memory.put("executor_bytes", plan.executorBytes());
         memory.put("driver_bytes", plan.driverBytes());
+        if (gguf != null) {
+            ObjectNode g = root.putObject("gguf_plan");
+            g.put("file_type", gguf.fileType().name());
+            g.put("bits_per_weight", gguf.bitsPerWeight());
+            g.put("tensor_bytes", gguf.tensorBytes());
+            ArrayNode tensors = g.putArray("tensors");
+            for (GgufTensor t : gguf.tensors()) {
+                tensors.addObject().put("name", t.name()).put("type", t.type().name()).put("bytes", t.bytes());
+            }
+        }
         return mapper.writeValueAsString(root);
     }
 

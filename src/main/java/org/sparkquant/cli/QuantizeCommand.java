@@ -123,17 +123,6 @@ public final class QuantizeCommand implements Callable<Integer> {
             + "dense (keep, listed in quantization_config.dynamic) or error (default: ${DEFAULT-VALUE}).")
     String unpackable;
 
-    @ArgGroup(exclusive = true)
-    Bos bos;
-
-    static final class Bos {
-        @Option(names = "--add-bos", description = "Prepend BOS to calibration text windows' source text.")
-        boolean add;
-
-        @Option(names = "--no-bos", description = "Do not prepend BOS.")
-        boolean none;
-    }
-
     @Option(names = "--resume", description = "Continue an unfinished run in OUTPUT.")
     boolean resume;
 
@@ -192,6 +181,10 @@ public final class QuantizeCommand implements Callable<Integer> {
         }
         PrintWriter out = spec.commandLine().getOut();
         printSummary(out, result);
+        StringBuilder phases = new StringBuilder();
+        result.phases().forEach((k, v) -> phases.append(phases.length() == 0 ? "" : ", ")
+                .append(String.format(Locale.ROOT, "%s %.1f s", k, v)));
+        out.println("time by phase: " + phases);
         out.printf(Locale.ROOT, "wrote %s (%d shard(s)) in %.1f s%n", output, result.shards().size(), result.seconds());
         out.flush();
         return 0;
@@ -208,8 +201,8 @@ public final class QuantizeCommand implements Callable<Integer> {
             }
             return tokens;
         }
-        Boolean addBos = bos == null ? null : bos.add;
-        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, addBos)) {
+        // windows come from a stream of documents tokenized without special tokens, so no BOS policy applies
+        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, false)) {
             tokenizer.checkCompatible(config);
         }
         String modelUri = model;

@@ -271,11 +271,12 @@ public final class SafetensorsFile implements AutoCloseable {
     /** A whole floating-point tensor converted to float, row-major. */
     public float[] readFloats(String tensor) {
         TensorInfo info = tensor(tensor);
-        long n = info.elements();
-        if (n > Integer.MAX_VALUE - 16) {
-            throw bad(name(), "tensor '" + tensor + "' has " + n + " elements, too many to read whole");
+        // bound the bytes, not the elements: 2^30 doubles are 2^33 bytes, which an int cast would wrap to 0
+        if (info.byteSize() > Integer.MAX_VALUE - 16) {
+            throw bad(name(), "tensor '" + tensor + "' has " + info.elements() + " elements (" + info.byteSize()
+                    + " bytes), too many to read whole");
         }
-        return toFloats(info, readRaw(info, 0, (int) (n * info.dtype().size())));
+        return toFloats(info, readRaw(info, 0, (int) info.byteSize()));
     }
 
     /** Rows {@code [r0, r1)} of a 2-D floating-point tensor converted to float, row-major. */
@@ -288,8 +289,8 @@ public final class SafetensorsFile implements AutoCloseable {
             throw bad(name(), "rows [" + r0 + ", " + r1 + ") outside tensor '" + tensor + "' " + info.shapeString());
         }
         long rowBytes = info.dim(1) * info.dtype().size();
-        long bytes = (r1 - r0) * rowBytes;
-        if ((r1 - r0) * info.dim(1) > Integer.MAX_VALUE - 16) {
+        long bytes = (r1 - r0) * rowBytes; // at most the tensor's byte size, which the header check bounded
+        if (bytes > Integer.MAX_VALUE - 16) {
             throw bad(name(), "rows [" + r0 + ", " + r1 + ") of '" + tensor + "' are too many to read at once");
         }
         return toFloats(info, readRaw(info, r0 * rowBytes, (int) bytes));

@@ -6,9 +6,11 @@ import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -26,6 +28,7 @@ public final class SafetensorsWriter implements AutoCloseable {
     private final OutputStream out;
     private final String name;
     private final List<TensorSpec> specs;
+    private final Set<String> empty;
     private int current;
     private long remaining;
     private boolean closed;
@@ -34,7 +37,27 @@ public final class SafetensorsWriter implements AutoCloseable {
         this.out = out;
         this.name = name;
         this.specs = List.copyOf(specs);
+        this.empty = emptyTensors(name, specs);
         this.current = -1;
+    }
+
+    /**
+     * Names of the declared tensors without bytes, after checking that names are unique: a repeated name would
+     * collapse into one header entry while its data is written twice, leaving a file no reader accepts.
+     */
+    static Set<String> emptyTensors(String name, List<TensorSpec> specs) {
+        Set<String> seen = new HashSet<>();
+        Set<String> empty = new HashSet<>();
+        for (TensorSpec spec : specs) {
+            if (!seen.add(spec.name()) || spec.name().equals("__metadata__")) {
+                throw new IllegalArgumentException(name + ": tensor name '" + spec.name() + "' "
+                        + (spec.name().equals("__metadata__") ? "is reserved" : "is declared twice"));
+            }
+            if (spec.byteSize() == 0) {
+                empty.add(spec.name());
+            }
+        }
+        return empty;
     }
 
     /** Writes the header at once; the stream is owned by the writer. */
@@ -111,10 +134,18 @@ public final class SafetensorsWriter implements AutoCloseable {
         return current < specs.size() ? specs.get(current).name() : null;
     }
 
-    /** Appends bytes of the named tensor, which must be the one expected next. */
+    /**
+     * Appends bytes of the named tensor, which must be the one expected next. A tensor without bytes (a zero
+     * dimension) is never expected; writing its zero bytes is accepted and does nothing, so callers can copy every
+     * tensor in order.
+     */
     public void write(String tensor, byte[] bytes, int offset, int length) {
+        if (length == 0 && empty.contains(tensor)) {
+            return;
+        }
         if (current >= specs.size() || !specs.get(current).name().equals(tensor)) {
-            throw new IllegalStateException(name + ": expected data of '" + expected() + "', got '" + tensor + "'");
+            throw new IllegalStateException(name + ": " + (expected() == null ? "no more tensors expected"
+                    : "expected data of '" + expected() + "'") + ", got '" + tensor + "'");
         }
         if (length > remaining) {
             throw new IllegalStateException(name + ": " + length + " bytes exceed what is left of '" + tensor + "' ("

@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
@@ -23,6 +24,7 @@ public final class ShardedSafetensorsWriter implements AutoCloseable {
     private final Map<String, String> metadata;
     private final List<List<TensorSpec>> shards;
     private final List<String> fileNames;
+    private final Set<String> empty;
     private int shard = -1;
     private SafetensorsWriter writer;
 
@@ -33,6 +35,7 @@ public final class ShardedSafetensorsWriter implements AutoCloseable {
         this.shards = shards;
         this.metadata = metadata;
         this.fileNames = new ArrayList<>();
+        this.empty = SafetensorsWriter.emptyTensors(directory, shards.stream().flatMap(List::stream).toList());
         int n = shards.size();
         for (int i = 0; i < n; i++) {
             fileNames.add(n == 1 ? TensorStore.SINGLE : String.format("model-%05d-of-%05d.safetensors", i + 1, n));
@@ -67,6 +70,9 @@ public final class ShardedSafetensorsWriter implements AutoCloseable {
     }
 
     public void write(String tensor, byte[] bytes, int offset, int length) {
+        if (length == 0 && empty.contains(tensor)) {
+            return; // see SafetensorsWriter#write
+        }
         while (writer == null || writer.expected() == null) {
             openNext(tensor);
         }

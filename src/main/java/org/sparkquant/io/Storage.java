@@ -82,19 +82,30 @@ public final class Storage implements Serializable {
             throw SparkQuantException.badInput("empty path");
         }
         try {
-            URI parsed = new URI(uri);
-            if (parsed.getScheme() != null && parsed.getScheme().length() > 1) {
-                return new Path(parsed);
+            try {
+                URI parsed = new URI(uri);
+                if (parsed.getScheme() != null && parsed.getScheme().length() > 1) {
+                    return new Path(parsed);
+                }
+            } catch (URISyntaxException ignored) {
+                // not a URI: a local path with characters URIs do not allow
             }
-        } catch (URISyntaxException ignored) {
-            // not a URI: a local path with characters URIs do not allow
+            return new Path(Paths.get(uri).toAbsolutePath().normalize().toUri());
+        } catch (IllegalArgumentException e) {
+            // Hadoop's Path and java.nio (InvalidPathException) reject some strings, e.g. with a NUL character
+            throw SparkQuantException.badInput("invalid path '" + uri + "': " + e.getMessage());
         }
-        return new Path(Paths.get(uri).toAbsolutePath().normalize().toUri());
     }
 
     /** {@code base/child}, for both URIs and local paths. */
     public static String resolve(String base, String child) {
-        return new Path(path(base), child).toString();
+        Path parent = path(base);
+        try {
+            return new Path(parent, child).toString();
+        } catch (IllegalArgumentException e) {
+            // an empty child, or one Hadoop parses as a URI of its own ("c:x" has the scheme "c")
+            throw SparkQuantException.badInput(base + ": invalid file name '" + child + "' (" + e.getMessage() + ")");
+        }
     }
 
     public FileSystem fileSystem(Path path) {

@@ -17,7 +17,7 @@ import org.sparkquant.SparkQuantException;
  * {@code model.safetensors.index.json}. Only headers are read when it opens; tensor data is read on demand with
  * positional reads, so a driver holds metadata only and an executor reads just the rows it needs.
  */
-public final class TensorStore implements AutoCloseable {
+public final class TensorStore implements TensorReader {
     public static final String INDEX = "model.safetensors.index.json";
     public static final String SINGLE = "model.safetensors";
 
@@ -91,8 +91,11 @@ public final class TensorStore implements AutoCloseable {
         for (Iterator<Map.Entry<String, JsonNode>> it = map.fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> e = it.next();
             String file = e.getValue().isTextual() ? e.getValue().textValue() : null;
-            if (file == null || file.contains("/") || file.contains("\\") || file.equals("..")) {
-                throw SparkQuantException.badInput(index + ": invalid shard name for '" + e.getKey() + "'");
+            // a plain file name of this directory: Hadoop's Path would read "c:x" as a URI with the scheme "c"
+            if (file == null || file.isEmpty() || file.equals(".") || file.equals("..") || file.contains("/")
+                    || file.contains("\\") || file.contains(":")) {
+                throw SparkQuantException.badInput(index + ": invalid shard name for '" + e.getKey() + "': "
+                        + e.getValue());
             }
             weightMap.put(e.getKey(), file);
         }
@@ -103,13 +106,25 @@ public final class TensorStore implements AutoCloseable {
         return directory;
     }
 
+    @Override
+    public String source() {
+        return directory;
+    }
+
     /** Tensor names, sorted. */
+    @Override
     public java.util.Set<String> names() {
         return fileOf.keySet();
     }
 
+    @Override
     public boolean contains(String tensor) {
         return fileOf.containsKey(tensor);
+    }
+
+    @Override
+    public long[] shape(String tensor) {
+        return info(tensor).shape();
     }
 
     public TensorInfo info(String tensor) {
@@ -134,10 +149,12 @@ public final class TensorStore implements AutoCloseable {
         return files.get(shardOf(tensor));
     }
 
+    @Override
     public float[] readFloats(String tensor) {
         return file(tensor).readFloats(tensor);
     }
 
+    @Override
     public float[] readRows(String tensor, long r0, long r1) {
         return file(tensor).readRows(tensor, r0, r1);
     }

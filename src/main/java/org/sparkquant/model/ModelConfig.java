@@ -39,6 +39,9 @@ public record ModelConfig(
 
     public static final List<String> SUPPORTED = List.of("llama", "mistral", "qwen2", "qwen3");
 
+    /** transformers' MistralConfig.sliding_window when config.json does not set it. */
+    static final int MISTRAL_DEFAULT_WINDOW = 4096;
+
     public static ModelConfig load(Storage storage, String modelDirectory) {
         String uri = Storage.resolve(modelDirectory, "config.json");
         if (!storage.exists(uri)) {
@@ -73,13 +76,14 @@ public record ModelConfig(
         }
         int hidden = r.positiveInt("hidden_size");
         int heads = r.positiveInt("num_attention_heads");
-        int kvHeads = r.has("num_key_value_heads") ? r.positiveInt("num_key_value_heads") : heads;
+        // transformers reads an explicit null like an absent key: no grouping, head_dim = hidden / heads
+        int kvHeads = r.present("num_key_value_heads") ? r.positiveInt("num_key_value_heads") : heads;
         if (heads % kvHeads != 0) {
             throw SparkQuantException.badInput(source + ": num_attention_heads " + heads
                     + " is not a multiple of num_key_value_heads " + kvHeads);
         }
-        int headDim = r.has("head_dim") && !root.get("head_dim").isNull() ? r.positiveInt("head_dim") : hidden / heads;
-        if (!r.has("head_dim") && hidden % heads != 0) {
+        int headDim = r.present("head_dim") ? r.positiveInt("head_dim") : hidden / heads;
+        if (!r.present("head_dim") && hidden % heads != 0) {
             throw SparkQuantException.badInput(source + ": hidden_size " + hidden
                     + " is not a multiple of num_attention_heads " + heads);
         }
@@ -93,7 +97,12 @@ public record ModelConfig(
         boolean outputBias = !qwen2 && r.bool("attention_bias", false);
         int window = 0;
         if (type.equals("mistral")) {
-            window = r.has("sliding_window") && !root.get("sliding_window").isNull() ? r.positiveInt("sliding_window") : 0;
+            // transformers' MistralConfig defaults a missing sliding_window to 4096; an explicit null means none
+            if (!r.has("sliding_window")) {
+                window = MISTRAL_DEFAULT_WINDOW;
+            } else if (!root.get("sliding_window").isNull()) {
+                window = r.positiveInt("sliding_window");
+            }
         } else if ((qwen2 || qwen3) && r.bool("use_sliding_window", false)) {
             throw SparkQuantException.badInput(source + ": use_sliding_window=true is not supported for " + type);
         }
@@ -124,7 +133,8 @@ public record ModelConfig(
         // transformers ≥ 4.56 writes rope_parameters {rope_theta, rope_type, ...}; older files rope_theta + rope_scaling
         JsonNode params = root.get("rope_parameters");
         JsonNode scaling = params != null && params.isObject() ? params : root.get("rope_scaling");
-        double theta = params != null && params.has("rope_theta") ? params.get("rope_theta").asDouble()
+        double theta = params != null && params.isObject() && params.has("rope_theta")
+                ? new Reader(params, source).number("rope_theta", 10000.0)
                 : r.number("rope_theta", 10000.0);
         if (!(theta > 0)) {
             throw SparkQuantException.badInput(source + ": rope_theta must be positive");
@@ -164,6 +174,10 @@ public record ModelConfig(
     private record Reader(JsonNode node, String source) {
         boolean has(String key) {
             return node.has(key);
+        }
+
+        boolean present(String key) {
+            return node.has(key) && !node.get(key).isNull();
         }
 
         int positiveInt(String key) {

@@ -26,26 +26,28 @@ import org.sparkquant.io.TensorSpec;
  * Tensors are generated and written one at a time, so the model never has to fit in memory.
  */
 public final class SyntheticModel {
+    /** A llama shape: widths, layer and head counts, vocabulary, RoPE base, whether embeddings are tied. */
+    public record Shape(int hidden, int ffn, int layers, int heads, int kvHeads, int vocab, double ropeTheta,
+            boolean tied) {
+        public Shape withLayers(int n) {
+            return new Shape(hidden, ffn, n, heads, kvHeads, vocab, ropeTheta, tied);
+        }
+    }
+
     /** Named shapes. {@code tiny} is the README demo; {@code llama3-8b} the scale benchmark's layer shape. */
     public enum Preset {
-        TINY(128, 384, 4, 4, 2, 512),
-        SMALL(256, 768, 4, 8, 4, 2048),
-        LLAMA3_8B(4096, 14336, 32, 32, 8, 128256);
+        TINY(new Shape(128, 384, 4, 4, 2, 512, 10000.0, true)),
+        SMALL(new Shape(256, 768, 4, 8, 4, 2048, 10000.0, true)),
+        LLAMA3_8B(new Shape(4096, 14336, 32, 32, 8, 128256, 500000.0, false));
 
-        final int hidden;
-        final int ffn;
-        final int layers;
-        final int heads;
-        final int kvHeads;
-        final int vocab;
+        private final Shape shape;
 
-        Preset(int hidden, int ffn, int layers, int heads, int kvHeads, int vocab) {
-            this.hidden = hidden;
-            this.ffn = ffn;
-            this.layers = layers;
-            this.heads = heads;
-            this.kvHeads = kvHeads;
-            this.vocab = vocab;
+        Preset(Shape shape) {
+            this.shape = shape;
+        }
+
+        public Shape shape() {
+            return shape;
         }
 
         public static Preset parse(String name) {
@@ -64,11 +66,17 @@ public final class SyntheticModel {
     /** Writes config.json, safetensors, tokenizer files; returns the config written. */
     public static ModelConfig write(Storage storage, String directory, Preset preset, int layers, DType dtype,
             long seed, long maxShardBytes) {
+        Shape shape = preset.shape();
+        return write(storage, directory, layers > 0 ? shape.withLayers(layers) : shape, dtype, seed, maxShardBytes);
+    }
+
+    /** Writes a model of any shape. */
+    public static ModelConfig write(Storage storage, String directory, Shape shape, DType dtype, long seed,
+            long maxShardBytes) {
         if (dtype != DType.F32 && dtype != DType.BF16 && dtype != DType.F16) {
             throw SparkQuantException.badInput("--dtype must be F32, F16 or BF16");
         }
-        int nLayers = layers > 0 ? layers : preset.layers;
-        String configJson = configJson(preset, nLayers, dtype);
+        String configJson = configJson(shape, dtype);
         ModelConfig config = ModelConfig.parse(configJson, "generated config");
         ModelInventory inventory = ModelInventory.of(config);
         storage.mkdirs(directory);
@@ -147,23 +155,23 @@ public final class SyntheticModel {
         return Math.sqrt(-2 * Math.log1p(-u1)) * Math.cos(2 * Math.PI * u2);
     }
 
-    static String configJson(Preset p, int layers, DType dtype) {
+    static String configJson(Shape p, DType dtype) {
         ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode c = mapper.createObjectNode();
         c.putArray("architectures").add("LlamaForCausalLM");
         c.put("model_type", "llama");
-        c.put("hidden_size", p.hidden);
-        c.put("intermediate_size", p.ffn);
-        c.put("num_hidden_layers", layers);
-        c.put("num_attention_heads", p.heads);
-        c.put("num_key_value_heads", p.kvHeads);
-        c.put("head_dim", p.hidden / p.heads);
-        c.put("vocab_size", p.vocab);
+        c.put("hidden_size", p.hidden());
+        c.put("intermediate_size", p.ffn());
+        c.put("num_hidden_layers", p.layers());
+        c.put("num_attention_heads", p.heads());
+        c.put("num_key_value_heads", p.kvHeads());
+        c.put("head_dim", p.hidden() / p.heads());
+        c.put("vocab_size", p.vocab());
         c.put("max_position_embeddings", 8192);
         c.put("rms_norm_eps", 1e-5);
-        c.put("rope_theta", p == Preset.LLAMA3_8B ? 500000.0 : 10000.0);
+        c.put("rope_theta", p.ropeTheta());
         c.put("hidden_act", "silu");
-        c.put("tie_word_embeddings", p != Preset.LLAMA3_8B);
+        c.put("tie_word_embeddings", p.tied());
         c.put("attention_bias", false);
         c.put("mlp_bias", false);
         c.put("bos_token_id", 1);

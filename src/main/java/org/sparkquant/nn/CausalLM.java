@@ -3,8 +3,11 @@ package org.sparkquant.nn;
 import java.util.List;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkquant.SparkQuantException;
 import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorReader;
 import org.sparkquant.io.TensorStore;
+import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.ModelConfig;
 import org.sparkquant.model.ModelInventory;
 
@@ -24,18 +27,40 @@ import org.sparkquant.model.ModelInventory;
 public final class CausalLM implements AutoCloseable {
     private final ModelConfig config;
     private final ModelInventory inventory;
-    private final TensorStore store;
+    private final TensorReader store;
     private final boolean ownsStore;
     private final TokenEmbedding embedding;
     private OutputHead head;
 
-    private CausalLM(ModelConfig config, TensorStore store, boolean ownsStore) {
+    private CausalLM(ModelConfig config, TensorReader store, boolean ownsStore) {
         this.config = config;
         this.store = store;
         this.ownsStore = ownsStore;
-        this.inventory = ModelInventory.of(config, store);
+        this.inventory = store instanceof TensorStore s ? ModelInventory.of(config, s) : checked(config, store);
         this.embedding = new TokenEmbedding(store, "model.embed_tokens.weight", config.vocabSize(),
                 config.hiddenSize());
+    }
+
+    /** The config-only inventory, with every tensor it requires checked against the reader's shapes. */
+    private static ModelInventory checked(ModelConfig config, TensorReader reader) {
+        ModelInventory inventory = ModelInventory.of(config);
+        for (String name : inventory.requiredTensors()) {
+            if (!reader.contains(name)) {
+                throw SparkQuantException.badInput(reader.source() + ": missing tensor '" + name + "' for "
+                        + config.modelType());
+            }
+        }
+        for (java.util.List<LinearModule> layer : inventory.layers()) {
+            for (LinearModule m : layer) {
+                long[] shape = reader.shape(m.weight());
+                if (shape.length != 2 || shape[0] != m.outFeatures() || shape[1] != m.inFeatures()) {
+                    throw SparkQuantException.badInput(reader.source() + ": tensor '" + m.weight() + "' has shape "
+                            + java.util.Arrays.toString(shape) + ", expected [" + m.outFeatures() + ", "
+                            + m.inFeatures() + "]");
+                }
+            }
+        }
+        return inventory;
     }
 
     /** Opens a Hugging Face checkpoint directory (config.json + safetensors) on any {@link Storage} URI. */
@@ -55,6 +80,21 @@ public final class CausalLM implements AutoCloseable {
         return new CausalLM(config, store, false);
     }
 
+    /**
+     * Over any tensor reader (e.g. a GGUF file seen through Hugging Face names); {@code owns}: whether closing the
+     * model closes the reader.
+     */
+    public static CausalLM of(ModelConfig config, TensorReader reader, boolean owns) {
+        try {
+            return new CausalLM(config, reader, owns);
+        } catch (RuntimeException e) {
+            if (owns) {
+                reader.close();
+            }
+            throw e;
+        }
+    }
+
     public ModelConfig config() {
         return config;
     }
@@ -63,7 +103,16 @@ public final class CausalLM implements AutoCloseable {
         return inventory;
     }
 
+    /** The safetensors checkpoint behind the model; fails when the model is read from another source. */
     public TensorStore store() {
+        if (store instanceof TensorStore s) {
+            return s;
+        }
+        throw new IllegalStateException("model is not read from a safetensors checkpoint but from " + store.source());
+    }
+
+    /** Where the tensors are read from. */
+    public TensorReader tensors() {
         return store;
     }
 
@@ -95,7 +144,9 @@ public final class CausalLM implements AutoCloseable {
                 int index = i;
                 LayerHooks layerHooks = hooks == null ? LayerHooks.NONE
                         : (input, x, b) -> hooks.onInput(input, x, b, index);
-                layer.forward(hidden, batch, layerWeights(i), layerHooks);
+                try (LayerWeights weights = layerWeights(i)) {
+                    layer.forward(hidden, batch, weights, layerHooks);
+                }
             }
         }
         return hidden;

@@ -12,7 +12,7 @@ import org.sparkquant.model.ModelConfig;
  *   x  = RMSNorm(h)                                   → hook ATTN_IN
  *   q, k, v = x·Wqᵀ (+b), x·Wkᵀ (+b), x·Wvᵀ (+b)      (qwen3: per-head RMSNorm of q and k)
  *   q, k = RoPE(q), RoPE(k)
- *   a  = softmax(q·kᵀ/√d + causal mask) · v            per query head, sharing k/v heads (GQA) → hook ATTN_OUT_IN
+ *   a  = softmax(q·kᵀ/√d + causal mask) · v            per query head, k/v heads shared (GQA) → hook ATTN_OUT_IN
  *   h' = h + a·Woᵀ (+b)
  *   x  = RMSNorm(h')                                  → hook MLP_IN
  *   m  = silu(x·Wgateᵀ) · (x·Wupᵀ)                      → hook DOWN_IN

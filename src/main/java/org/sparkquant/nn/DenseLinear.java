@@ -5,7 +5,7 @@ import java.nio.FloatBuffer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkquant.io.TensorStore;
+import org.sparkquant.io.TensorReader;
 import org.sparkquant.model.LinearModule;
 
 /** Weights held as a dense fp32 matrix (off-heap, in ND4J). */
@@ -32,19 +32,20 @@ public final class DenseLinear implements LinearWeights {
     /** From a row-major {@code [out, in]} array. */
     public static DenseLinear of(float[] weight, int out, int in, float[] bias) {
         if (weight.length != (long) out * in) {
-            throw new IllegalArgumentException("weight has " + weight.length + " elements, expected " + out + "×" + in);
+            throw new IllegalArgumentException("weight has " + weight.length + " elements, expected " + out + "×"
+                    + in);
         }
         return new DenseLinear(Nd4j.create(weight, new long[] {out, in}, 'c'), bias);
     }
 
     /** Reads a module's weight (and bias) with positional row reads, converting F16/BF16/F32 to fp32. */
-    public static DenseLinear read(TensorStore store, LinearModule module) {
+    public static DenseLinear read(TensorReader store, LinearModule module) {
         return new DenseLinear(readMatrix(store, module.weight(), module.outFeatures(), module.inFeatures()),
                 module.bias() ? store.readFloats(module.biasName()) : null);
     }
 
     /** A 2-D tensor of the store as an fp32 row-major matrix, read in chunks of rows straight into off-heap memory. */
-    static INDArray readMatrix(TensorStore store, String tensor, long rows, long cols) {
+    static INDArray readMatrix(TensorReader store, String tensor, long rows, long cols) {
         INDArray m = Kernels.matrix(rows, cols);
         FloatBuffer out = Kernels.floats(m);
         long step = Math.max(1, READ_CHUNK_ELEMENTS / cols);
@@ -58,12 +59,12 @@ public final class DenseLinear implements LinearWeights {
 
     @Override
     public int outFeatures() {
-        return (int) weight.rows();
+        return weight.rows();
     }
 
     @Override
     public int inFeatures() {
-        return (int) weight.columns();
+        return weight.columns();
     }
 
     @Override
@@ -74,5 +75,12 @@ public final class DenseLinear implements LinearWeights {
     @Override
     public float[] bias() {
         return bias;
+    }
+
+    @Override
+    public void close() {
+        if (weight.closeable()) {
+            weight.close();
+        }
     }
 }

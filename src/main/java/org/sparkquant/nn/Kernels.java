@@ -73,8 +73,8 @@ final class Kernels {
         double beta = 0.0;
         if (bias != null) {
             FloatBuffer out = floats(y);
-            int rows = (int) y.rows();
-            int cols = (int) y.columns();
+            int rows = y.rows();
+            int cols = y.columns();
             for (int r = 0; r < rows; r++) {
                 out.put(r * cols, bias, 0, cols);
             }

@@ -7,7 +7,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * runs the module, so an implementation may hold W densely ({@link DenseLinear}) or materialise it on demand, e.g. a
  * dequantizing view of a quantized module that GPTQ substitutes for the original.
  */
-public interface LinearWeights {
+public interface LinearWeights extends AutoCloseable {
     int outFeatures();
 
     int inFeatures();
@@ -17,4 +17,9 @@ public interface LinearWeights {
 
     /** The bias {@code [outFeatures]}, or null. Callers never modify it. */
     float[] bias();
+
+    /** Releases off-heap memory now rather than at garbage collection; the weights are unusable afterwards. */
+    @Override
+    default void close() {
+    }
 }

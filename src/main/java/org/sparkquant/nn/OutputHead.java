@@ -6,7 +6,8 @@ import java.util.List;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkquant.io.TensorStore;
+import org.nd4j.linalg.ops.transforms.Transforms;
+import org.sparkquant.io.TensorReader;
 import org.sparkquant.model.ModelConfig;
 
 /**
@@ -21,14 +22,14 @@ public final class OutputHead {
     /** Elements of one logits chunk ({@code tokens × chunk rows}). */
     private static final long LOGITS_ELEMENTS = 16L << 20;
 
-    private final TensorStore store;
+    private final TensorReader store;
     private final String weightTensor;
     private final float[] norm;
     private final float eps;
     private final int vocab;
     private final int hidden;
 
-    public OutputHead(TensorStore store, ModelConfig config) {
+    public OutputHead(TensorReader store, ModelConfig config) {
         this.store = store;
         this.weightTensor = config.tieWordEmbeddings() ? "model.embed_tokens.weight" : "lm_head.weight";
         this.norm = store.readFloats("model.norm.weight");
@@ -45,7 +46,7 @@ public final class OutputHead {
     public INDArray normalize(INDArray hiddenStates) {
         Kernels.requireMatrix(hiddenStates, hiddenStates.rows(), hidden, "hidden states");
         INDArray out = Kernels.matrix(hiddenStates.rows(), hidden);
-        Kernels.rmsNorm(Kernels.floats(hiddenStates), Kernels.floats(out), (int) hiddenStates.rows(), hidden, norm, eps);
+        Kernels.rmsNorm(Kernels.floats(hiddenStates), Kernels.floats(out), hiddenStates.rows(), hidden, norm, eps);
         return out;
     }
 
@@ -65,14 +66,15 @@ public final class OutputHead {
      */
     public List<double[]> nll(List<INDArray> hiddenStates, List<int[]> targets) {
         if (hiddenStates.size() != targets.size()) {
-            throw new IllegalArgumentException(hiddenStates.size() + " batches but " + targets.size() + " target lists");
+            throw new IllegalArgumentException(hiddenStates.size() + " batches but " + targets.size()
+                    + " target lists");
         }
         List<INDArray> normed = new ArrayList<>();
         List<Stats> stats = new ArrayList<>();
         int maxRows = 1;
         for (int b = 0; b < hiddenStates.size(); b++) {
             INDArray h = hiddenStates.get(b);
-            int rows = (int) h.rows();
+            int rows = h.rows();
             if (targets.get(b).length != rows) {
                 throw new IllegalArgumentException("batch " + b + ": " + rows + " rows but " + targets.get(b).length
                         + " targets");
@@ -86,7 +88,8 @@ public final class OutputHead {
             stats.add(new Stats(targets.get(b)));
             maxRows = Math.max(maxRows, rows);
         }
-        int chunk = (int) Math.max(1, Math.min(vocab, Math.min(CHUNK_BYTES / (4L * hidden), LOGITS_ELEMENTS / maxRows)));
+        long rowsPerChunk = Math.min(CHUNK_BYTES / (4L * hidden), LOGITS_ELEMENTS / maxRows);
+        int chunk = (int) Math.max(1, Math.min(vocab, rowsPerChunk));
         for (int v0 = 0; v0 < vocab; v0 += chunk) {
             int v1 = Math.min(vocab, v0 + chunk);
             INDArray weight = Kernels.matrix(v1 - v0, hidden);
@@ -95,7 +98,7 @@ public final class OutputHead {
                 INDArray x = normed.get(b);
                 INDArray logits = Kernels.matrix(x.rows(), v1 - v0);
                 Nd4j.gemm(x, weight, logits, false, true, 1.0, 0.0);
-                stats.get(b).fold(Kernels.floats(logits), v0, v1 - v0);
+                stats.get(b).fold(logits, v0, v1 - v0);
                 logits.close();
             }
             weight.close();
@@ -122,27 +125,32 @@ public final class OutputHead {
             java.util.Arrays.fill(max, Double.NEGATIVE_INFINITY);
         }
 
-        void fold(FloatBuffer logits, int v0, int width) {
-            for (int r = 0; r < targets.length; r++) {
-                if (targets[r] < 0) {
-                    continue;
-                }
-                int base = r * width;
-                float chunkMax = Float.NEGATIVE_INFINITY;
-                for (int j = 0; j < width; j++) {
-                    chunkMax = Math.max(chunkMax, logits.get(base + j));
-                }
-                double m = Math.max(max[r], chunkMax);
-                double s = sum[r] * Math.exp(max[r] - m);
-                for (int j = 0; j < width; j++) {
-                    s += Math.exp(logits.get(base + j) - m);
-                }
-                max[r] = m;
-                sum[r] = s;
+        /**
+         * Folds a [rows, width] chunk of logits into the running statistics. The exponentials run as native ND4J
+         * ops (shifted by the running max, so they never overflow); the logits array is consumed.
+         */
+        void fold(INDArray logits, int v0, int width) {
+            FloatBuffer values = Kernels.floats(logits);
+            int rows = targets.length;
+            for (int r = 0; r < rows; r++) {
                 int t = targets[r] - v0;
-                if (t >= 0 && t < width) {
-                    target[r] = logits.get(base + t);
+                if (targets[r] >= 0 && t >= 0 && t < width) {
+                    target[r] = values.get(r * width + t);
                 }
+            }
+            float[] chunkMax = logits.max(1).toFloatVector();
+            float[] shift = new float[rows];
+            for (int r = 0; r < rows; r++) {
+                double m = Math.max(max[r], chunkMax[r]);
+                shift[r] = (float) m;
+                sum[r] = sum[r] == 0 ? 0 : sum[r] * Math.exp(max[r] - m);
+                max[r] = m;
+            }
+            logits.subiColumnVector(Nd4j.createFromArray(shift).reshape(rows, 1));
+            Transforms.exp(logits, false);
+            float[] chunkSum = logits.sum(1).toFloatVector();
+            for (int r = 0; r < rows; r++) {
+                sum[r] += chunkSum[r];
             }
         }
 

@@ -3,20 +3,25 @@ package org.sparkquant.nn;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.function.IntFunction;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkquant.model.ModelConfig;
 
 /**
  * Local (single-process) perplexity with the GPTQ paper's protocol: every window of tokens predicts its tokens
  * {@code 1 .. length-1}, and {@code ppl = exp(total NLL / predicted tokens)}. The model streams layer by layer over all
  * windows: only one layer's weights and the hidden states of the windows are held, and the windows go through each
- * layer in micro-batches of at most {@code tokensPerBatch} tokens, which bounds the scratch memory. A Spark job runs one
- * evaluator per partition and adds the {@link Perplexity} results.
+ * layer in micro-batches of at most {@code tokensPerBatch} tokens, which bounds the scratch memory. A Spark job runs
+ * one evaluator per partition and adds the {@link Perplexity} results.
  */
 public final class PerplexityEvaluator {
     public static final int DEFAULT_TOKENS_PER_BATCH = 2048;
 
-    private final CausalLM model;
+    private final ModelConfig config;
+    private final TokenEmbedding embedding;
+    private final IntFunction<LayerWeights> layers;
+    private final OutputHead head;
     private final int tokensPerBatch;
 
     public PerplexityEvaluator(CausalLM model) {
@@ -24,10 +29,22 @@ public final class PerplexityEvaluator {
     }
 
     public PerplexityEvaluator(CausalLM model, int tokensPerBatch) {
+        this(model.config(), model.embedding(), model::layerWeights, model.head(), tokensPerBatch);
+    }
+
+    /**
+     * With the decoder layers from anywhere, e.g. dequantizing views of a quantized checkpoint's modules. Each layer
+     * is asked for once per evaluation and closed after use.
+     */
+    public PerplexityEvaluator(ModelConfig config, TokenEmbedding embedding, IntFunction<LayerWeights> layers,
+            OutputHead head, int tokensPerBatch) {
         if (tokensPerBatch <= 0) {
             throw new IllegalArgumentException("tokensPerBatch must be positive");
         }
-        this.model = model;
+        this.config = config;
+        this.embedding = embedding;
+        this.layers = layers;
+        this.head = head;
         this.tokensPerBatch = tokensPerBatch;
     }
 
@@ -65,21 +82,22 @@ public final class PerplexityEvaluator {
         List<SequenceBatch> batches = new ArrayList<>();
         List<int[]> targets = new ArrayList<>();
         for (List<int[]> g : groups) {
-            hidden.add(model.embedding().lookup(g));
+            hidden.add(embedding.lookup(g));
             batches.add(SequenceBatch.of(g));
             targets.add(targets(g));
         }
-        try (DecoderLayer layer = model.newDecoderLayer()) {
-            for (int i = 0; i < model.config().numLayers(); i++) {
-                LayerWeights weights = model.layerWeights(i);
-                for (int b = 0; b < hidden.size(); b++) {
-                    layer.forward(hidden.get(b), batches.get(b), weights, LayerHooks.NONE);
+        try (DecoderLayer layer = new DecoderLayer(config)) {
+            for (int i = 0; i < config.numLayers(); i++) {
+                try (LayerWeights weights = layers.apply(i)) {
+                    for (int b = 0; b < hidden.size(); b++) {
+                        layer.forward(hidden.get(b), batches.get(b), weights, LayerHooks.NONE);
+                    }
                 }
             }
         }
         double nll = 0;
         long count = 0;
-        for (double[] values : model.head().nll(hidden, targets)) {
+        for (double[] values : head.nll(hidden, targets)) {
             for (double v : values) {
                 if (!Double.isNaN(v)) {
                     nll += v;

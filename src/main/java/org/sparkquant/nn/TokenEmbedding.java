@@ -6,7 +6,7 @@ import java.util.List;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkquant.SparkQuantException;
-import org.sparkquant.io.TensorStore;
+import org.sparkquant.io.TensorReader;
 
 /**
  * The token embedding lookup, reading only the rows it needs: the distinct ids are sorted and read in runs of nearby
@@ -19,12 +19,12 @@ public final class TokenEmbedding {
     /** Largest run read at once. */
     private static final int MAX_RUN = 4096;
 
-    private final TensorStore store;
+    private final TensorReader store;
     private final String tensor;
     private final int vocab;
     private final int hidden;
 
-    public TokenEmbedding(TensorStore store, String tensor, int vocab, int hidden) {
+    public TokenEmbedding(TensorReader store, String tensor, int vocab, int hidden) {
         this.store = store;
         this.tensor = tensor;
         this.vocab = vocab;

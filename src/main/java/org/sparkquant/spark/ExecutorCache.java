@@ -13,8 +13,6 @@ import org.sparkquant.io.TensorStore;
  * what bounds an executor's memory to one layer.
  */
 public final class ExecutorCache {
-    /** Open checkpoints by URI. */
-    private static final Map<String, TensorStore> CHECKPOINTS = new ConcurrentHashMap<>();
     /** Opened models (headers and small tensors only) by a key naming the source. */
     private static final Map<String, Object> MODELS = new ConcurrentHashMap<>();
     /** The current layer's loaded weights (or any value keyed per layer): at most one entry. */
@@ -25,13 +23,24 @@ public final class ExecutorCache {
     private ExecutorCache() {}
 
     public static TensorStore checkpoint(Storage storage, String uri) {
-        return CHECKPOINTS.computeIfAbsent(uri, u -> TensorStore.open(storage, u));
+        return model("checkpoint:" + uri, () -> TensorStore.open(storage, uri));
     }
 
     /** A model opened once per JVM; what it holds must be small (metadata, norms), not layers. */
     @SuppressWarnings("unchecked")
     public static <T> T model(String key, Supplier<T> opener) {
-        return (T) MODELS.computeIfAbsent(key, k -> opener.get());
+        Object value = MODELS.get(key);
+        if (value == null) {
+            // not computeIfAbsent: openers may open other cached models (a GPTQ embedding opens its checkpoint)
+            synchronized (MODELS) {
+                value = MODELS.get(key);
+                if (value == null) {
+                    value = opener.get();
+                    MODELS.put(key, value);
+                }
+            }
+        }
+        return (T) value;
     }
 
     /**
@@ -90,7 +99,5 @@ public final class ExecutorCache {
         });
         MODELS.clear();
         SLOTS.clear();
-        CHECKPOINTS.values().forEach(TensorStore::close);
-        CHECKPOINTS.clear();
     }
 }

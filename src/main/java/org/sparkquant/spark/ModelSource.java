@@ -2,6 +2,7 @@ package org.sparkquant.spark;
 
 import java.io.Serializable;
 
+import org.sparkquant.format.gguf.GgufModel;
 import org.sparkquant.format.gptq.GptqCheckpoint;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.ModelConfig;
@@ -9,16 +10,17 @@ import org.sparkquant.nn.CausalLM;
 import org.sparkquant.nn.LayerWeights;
 import org.sparkquant.nn.OutputHead;
 import org.sparkquant.nn.TokenEmbedding;
+import org.sparkquant.tokenizer.TextTokenizer;
 
 /**
- * Where executors get a model from: a dense Hugging Face checkpoint or a GPTQ checkpoint (dequantized layer by
- * layer). Serializable as a URI plus storage settings; each executor opens the model once ({@link ExecutorCache}) and
- * reads one layer at a time with positional reads.
+ * Where executors get a model from: a dense Hugging Face checkpoint, a GPTQ checkpoint (dequantized layer by layer)
+ * or a GGUF file (dequantized on read). Serializable as a URI plus storage settings; each executor opens the model
+ * once ({@link ExecutorCache}) and reads one layer at a time with positional reads.
  */
 public final class ModelSource implements Serializable {
-    private static final long serialVersionUID = 1L;
+    private static final long serialVersionUID = 3L;
 
-    public enum Kind { DENSE, GPTQ }
+    public enum Kind { DENSE, GPTQ, GGUF }
 
     private final Storage storage;
     private final String uri;
@@ -37,8 +39,21 @@ public final class ModelSource implements Serializable {
         return new ModelSource(storage, uri, ModelConfig.load(storage, uri), Kind.DENSE);
     }
 
-    /** A dense or GPTQ checkpoint, told apart by its quantization config. */
-    public static ModelSource detect(Storage storage, String uri) {
+    /** A GGUF file of a llama / mistral / qwen2 / qwen3 model (any ggml type), served dequantized. */
+    public static ModelSource gguf(Storage storage, String uri) {
+        try (GgufModel m = GgufModel.open(storage, uri)) {
+            return new ModelSource(storage, uri, m.config(), Kind.GGUF);
+        }
+    }
+
+    /**
+     * A GGUF file when {@code uri} is not a directory; else a GPTQ checkpoint when the directory has a quantization
+     * config, else a dense checkpoint.
+     */
+    public static ModelSource of(Storage storage, String uri) {
+        if (!storage.isDirectory(uri)) {
+            return gguf(storage, uri);
+        }
         ModelConfig config = ModelConfig.load(storage, uri);
         boolean gptq = storage.exists(Storage.resolve(uri, "quantize_config.json"))
                 || storage.readString(Storage.resolve(uri, "config.json")).contains("\"quantization_config\"");
@@ -61,36 +76,55 @@ public final class ModelSource implements Serializable {
         return kind;
     }
 
-    /** The dense model on this JVM (opened on first use). */
-    public CausalLM open() {
-        if (kind != Kind.DENSE) {
-            throw new IllegalStateException(uri + " is not a dense checkpoint");
+    /**
+     * The model's tokenizer: tokenizer.json of the directory, or the one rebuilt from a GGUF file's vocabulary;
+     * {@code addBos} overrides the BOS policy when not null.
+     */
+    public TextTokenizer tokenizer(Boolean addBos) {
+        if (kind != Kind.GGUF) {
+            return TextTokenizer.load(storage, uri, addBos);
         }
-        return ExecutorCache.model("dense:" + uri, () -> CausalLM.of(config, ExecutorCache.checkpoint(storage, uri)));
+        try (GgufModel m = GgufModel.open(storage, uri)) {
+            return m.tokenizer().open(addBos);
+        }
+    }
+
+    private String key() {
+        return kind + ":" + uri;
+    }
+
+    /** A dense or GGUF model on this JVM (opened on first use). */
+    public CausalLM open() {
+        return switch (kind) {
+            case DENSE -> ExecutorCache.model(key(), () -> CausalLM.of(config, ExecutorCache.checkpoint(storage, uri)));
+            case GGUF -> ExecutorCache.model(key(), () -> CausalLM.of(config, GgufModel.open(storage, uri).tensors(),
+                    true));
+            case GPTQ -> throw new IllegalStateException(uri + " is a GPTQ checkpoint: use embedding/layer/head");
+        };
     }
 
     private GptqCheckpoint gptq() {
-        return ExecutorCache.model("gptq:" + uri, () -> GptqCheckpoint.open(storage, uri));
+        return ExecutorCache.model(key(), () -> GptqCheckpoint.open(storage, uri));
     }
 
     public TokenEmbedding embedding() {
-        if (kind == Kind.DENSE) {
+        if (kind != Kind.GPTQ) {
             return open().embedding();
         }
-        return ExecutorCache.model("gptq-embedding:" + uri, () -> new TokenEmbedding(gptq().store(),
+        return ExecutorCache.model(key() + "#embedding", () -> new TokenEmbedding(gptq().store(),
                 "model.embed_tokens.weight", config.vocabSize(), config.hiddenSize()));
     }
 
     public OutputHead head() {
-        if (kind == Kind.DENSE) {
+        if (kind != Kind.GPTQ) {
             return open().head();
         }
-        return ExecutorCache.model("gptq-head:" + uri, () -> new OutputHead(gptq().store(), config));
+        return ExecutorCache.model(key() + "#head", () -> new OutputHead(gptq().store(), config));
     }
 
     /** The weights of one layer, shared by the tasks of this JVM while they work on that layer. */
     public LayerWeights layer(int layer) {
-        return ExecutorCache.layer(kind + ":" + uri + "#" + layer,
-                () -> kind == Kind.DENSE ? open().layerWeights(layer) : gptq().layerWeights(layer));
+        return ExecutorCache.layer(key() + "#" + layer,
+                () -> kind == Kind.GPTQ ? gptq().layerWeights(layer) : open().layerWeights(layer));
     }
 }

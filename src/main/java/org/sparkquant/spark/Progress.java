@@ -1,7 +1,9 @@
 package org.sparkquant.spark;
 
 import java.io.PrintStream;
+import java.util.LinkedHashMap;
 import java.util.Locale;
+import java.util.Map;
 
 import org.apache.spark.api.java.JavaSparkContext;
 
@@ -16,9 +18,12 @@ public final class Progress {
     private final String runId;
     private final int layers;
     private final long start;
-    private final int firstLayer;
+    private int firstLayer;
     private int layersDone;
     private long layersDoneNanos;
+    private final Map<String, Double> phases = new LinkedHashMap<>();
+    private String phase;
+    private long phaseStart;
 
     /** {@code firstLayer} is where this process starts (a resumed run skips the finished ones). */
     public Progress(JavaSparkContext jsc, PrintStream out, String runId, int layers, int firstLayer) {
@@ -30,8 +35,21 @@ public final class Progress {
         this.start = System.nanoTime();
     }
 
-    /** Announces a step of a layer (layer is 0-based; -1 for steps outside the layers). */
+    /** A resumed run starts at this layer (for the ETA). */
+    public void resumedAt(int layer) {
+        this.firstLayer = layer;
+    }
+
+    /**
+     * Announces a step of a layer (layer is 0-based; -1 for steps outside the layers). The step's phase, for the
+     * time-by-phase summary, is the first word of its last " · " part (hessian, quantize, forward) for layer steps,
+     * and the first word for the others (embeddings, assemble, ...).
+     */
     public void step(int layer, String what) {
+        String[] parts = what.split(" · ");
+        endPhase();
+        phase = (layer >= 0 ? parts[parts.length - 1] : parts[0]).split(" ")[0];
+        phaseStart = System.nanoTime();
         String label = layer < 0 ? what : String.format(Locale.ROOT, "layer %d/%d · %s", layer + 1, layers, what);
         if (jsc != null) {
             jsc.setJobGroup(runId, label, false);
@@ -45,6 +63,19 @@ public final class Progress {
     public void layerDone() {
         layersDone++;
         layersDoneNanos = System.nanoTime() - start;
+    }
+
+    private void endPhase() {
+        if (phase != null) {
+            phases.merge(phase, (System.nanoTime() - phaseStart) / 1e9, Double::sum);
+            phase = null;
+        }
+    }
+
+    /** Seconds spent per phase so far, in the order the phases first ran (the current step is closed). */
+    public Map<String, Double> phases() {
+        endPhase();
+        return new LinkedHashMap<>(phases);
     }
 
     public void message(String text) {

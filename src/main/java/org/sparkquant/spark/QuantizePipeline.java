@@ -78,7 +78,8 @@ public final class QuantizePipeline {
     public record ModuleReport(String name, int layer, int rows, int cols, boolean quantized, int bits, int groupSize,
             double dampPercent, double loss, double hessianError, double rtnError, double seconds) {}
 
-    public record Result(List<ModuleReport> modules, List<String> shards, double seconds, int resumedAtLayer) {}
+    public record Result(List<ModuleReport> modules, List<String> shards, double seconds, int resumedAtLayer,
+            Map<String, Double> phases) {}
 
     public static Result run(JavaSparkContext jsc, Storage storage, QuantizeJob job, boolean resume,
             boolean overwrite, Supplier<List<int[]>> calibration, Progress progress) {
@@ -110,15 +111,17 @@ public final class QuantizePipeline {
             written = GptqCheckpointWriter.write(storage, store, inventory, job.output(), options,
                     module -> assemble(storage, work, job, store, module));
         }
+        progress.step(-1, "report and manifest");
         List<ModuleReport> report = report(storage, work, job, inventory, quantizedNames, inputs);
         if (job.saveHessians() != null && job.method() == QuantizeJob.Method.GPTQ) {
             loadSummaries(storage, work, inventory, inputs);
             HessianExport.manifest(storage, job.saveHessians(), inventory, quantizedNames, inputs);
         }
-        writeReport(storage, job, report);
+        Map<String, Double> phases = progress.phases();
+        writeReport(storage, job, report, phases);
         OutputManifest.write(storage, job.output(), "sparkquant " + GptqCheckpointWriter.version());
         work.deleteAll();
-        return new Result(report, written.shards(), (System.nanoTime() - start) / 1e9, layersDone);
+        return new Result(report, written.shards(), (System.nanoTime() - start) / 1e9, layersDone, phases);
     }
 
     static GptqCheckpointWriter.Options writerOptions(QuantizeJob job) {
@@ -166,6 +169,7 @@ public final class QuantizePipeline {
                 }
             }
             progress.message("resuming " + out + " after " + done + " finished layer(s)");
+            progress.resumedAt(done);
             return done;
         }
         if (storage.exists(out) && storage.isDirectory(out) && !storage.list(out).isEmpty()) {
@@ -457,7 +461,7 @@ public final class QuantizePipeline {
             Input input = m.input();
             GptqPreparation prep = ExecutorCache.slot("prep:" + input, work.path(prepPath(layer, input)),
                     () -> Staged.readObject(storage, work.path(prepPath(layer, input))));
-            q = Gptq.quantize(rows, block.rows(), prep, job.quant());
+            q = Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant());
             Hessian h = ExecutorCache.slot("hessian:" + input, work.path(hessianPath(layer, input)),
                     () -> Staged.readObject(storage, work.path(hessianPath(layer, input))));
             hessianError = sum(Gptq.hessianError(h, rows, q.dequantized(), block.rows()));
@@ -582,7 +586,8 @@ public final class QuantizePipeline {
         return out;
     }
 
-    private static void writeReport(Storage storage, QuantizeJob job, List<ModuleReport> report) {
+    private static void writeReport(Storage storage, QuantizeJob job, List<ModuleReport> report,
+            Map<String, Double> phases) {
         ObjectMapper mapper = new ObjectMapper();
         var root = mapper.createObjectNode();
         root.put("format", "sparkquant-report-v1");
@@ -590,6 +595,8 @@ public final class QuantizePipeline {
         root.set("settings", mapper.valueToTree(job.quant()));
         root.put("samples", job.samples());
         root.put("seq_len", job.seqLen());
+        var time = root.putObject("seconds_by_phase");
+        phases.forEach((k, v) -> time.put(k, Math.round(v * 1000) / 1000.0));
         var modules = root.putArray("modules");
         for (ModuleReport r : report) {
             var n = modules.addObject();

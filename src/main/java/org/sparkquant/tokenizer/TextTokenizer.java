@@ -2,13 +2,11 @@ package org.sparkquant.tokenizer;
 
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.OptionalInt;
 
 import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.sparkquant.SparkQuantException;
@@ -60,10 +58,23 @@ public final class TextTokenizer implements AutoCloseable {
     public static TextTokenizer load(Storage storage, String modelDirectory, Boolean addBos) {
         String uri = Storage.resolve(modelDirectory, FILE);
         if (!storage.exists(uri)) {
-            throw SparkQuantException.badInput(uri + ": no such file (the model's Hugging Face fast tokenizer is needed;"
-                    + " tokenizer.model alone is not supported)");
+            throw SparkQuantException.badInput(uri + ": no such file (the model's Hugging Face fast tokenizer is "
+                    + "needed; tokenizer.model alone is not supported)");
         }
         byte[] bytes = storage.readAll(uri);
+        String configUri = Storage.resolve(modelDirectory, CONFIG);
+        byte[] config = storage.exists(configUri) ? storage.readAll(configUri) : null;
+        return fromJson(uri, bytes, configUri, config, addBos);
+    }
+
+    /**
+     * A tokenizer from the bytes of a tokenizer.json and (nullable) tokenizer_config.json, e.g. rebuilt from a GGUF
+     * file's vocabulary; {@code source} and {@code configSource} name them in errors.
+     */
+    public static TextTokenizer fromJson(String source, byte[] tokenizerJson, String configSource, byte[] configJson,
+            Boolean addBos) {
+        String uri = source;
+        byte[] bytes = tokenizerJson;
         ObjectMapper mapper = new ObjectMapper();
         JsonNode json;
         try {
@@ -75,12 +86,11 @@ public final class TextTokenizer implements AutoCloseable {
             throw SparkQuantException.badInput(uri + ": not a Hugging Face tokenizer (no \"model\" object)");
         }
         JsonNode config = null;
-        String configUri = Storage.resolve(modelDirectory, CONFIG);
-        if (storage.exists(configUri)) {
+        if (configJson != null) {
             try {
-                config = mapper.readTree(storage.readString(configUri));
-            } catch (JsonProcessingException e) {
-                throw SparkQuantException.badInput(configUri + ": not valid JSON (" + e.getOriginalMessage() + ")");
+                config = mapper.readTree(configJson);
+            } catch (IOException e) {
+                throw SparkQuantException.badInput(configSource + ": not valid JSON (" + firstLine(e) + ")");
             }
         }
         Map<String, Integer> ids = tokenIds(json);
@@ -123,8 +133,7 @@ public final class TextTokenizer implements AutoCloseable {
         Map<String, Integer> ids = new LinkedHashMap<>();
         JsonNode vocab = json.path("model").get("vocab");
         if (vocab != null && vocab.isObject()) { // BPE, WordPiece, WordLevel
-            for (Iterator<Map.Entry<String, JsonNode>> it = vocab.fields(); it.hasNext(); ) {
-                Map.Entry<String, JsonNode> e = it.next();
+            for (Map.Entry<String, JsonNode> e : vocab.properties()) {
                 ids.put(e.getKey(), e.getValue().intValue());
             }
         } else if (vocab != null && vocab.isArray()) { // Unigram: [[piece, score], ...], id = index

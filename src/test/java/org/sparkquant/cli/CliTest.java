@@ -19,7 +19,7 @@ class CliTest {
 
     @Test
     void everyCommandHasHelp() {
-        for (String command : new String[] {"inspect", "eval", "generate", "verify"}) {
+        for (String command : new String[] {"inspect", "quantize", "eval", "generate", "verify"}) {
             CliRun run = CliRun.of(command, "--help");
             assertEquals(0, run.exitCode(), run.err());
             assertTrue(run.out().contains("Usage: sparkquant " + command), run.out());
@@ -95,5 +95,31 @@ class CliTest {
         assertEquals(0, text.exitCode(), text.err());
         assertTrue(text.out().contains("parameters     260,032"), text.out());
         assertTrue(text.out().contains("executor bound"), text.out());
+    }
+
+    @Test
+    void inspectPrintsTheGgufPlan() throws Exception {
+        Path model = tmp.resolve("small");
+        assertEquals(0, CliRun.of("generate", "--output", model.toString(), "--preset", "small").exitCode());
+        CliRun run = CliRun.of("inspect", "--model", model.toString(), "--gguf-type", "Q4_K_M", "--json");
+        assertEquals(0, run.exitCode(), run.err());
+        JsonNode plan = new ObjectMapper().readTree(run.out()).get("gguf_plan");
+        assertEquals("Q4_K_M", plan.get("file_type").asText());
+        java.util.Map<String, String> types = new java.util.HashMap<>();
+        plan.get("tensors").forEach(t -> types.put(t.get("name").asText(), t.get("type").asText()));
+        assertEquals(4 * 9 + 2, types.size(), types.toString()); // tied: no output.weight
+        assertEquals("Q4_K", types.get("blk.1.attn_q.weight"));
+        // use_more_bits(i, 4): i >= 7·4/8 or (i − 4/8) % 3 == 2, i.e. layers 2 and 3
+        assertEquals("Q4_K", types.get("blk.0.attn_v.weight"));
+        assertEquals("Q6_K", types.get("blk.3.attn_v.weight"), "use_more_bits layers get attn_v at Q6_K");
+        assertEquals("F32", types.get("blk.0.attn_norm.weight"));
+        assertEquals("Q6_K", types.get("token_embd.weight"), "tied embeddings are the output matrix");
+
+        CliRun text = CliRun.of("inspect", "--model", model.toString(), "--gguf-type", "Q8_0");
+        assertEquals(0, text.exitCode(), text.err());
+        assertTrue(text.out().contains("GGUF plan for Q8_0") && text.out().contains("bits per weight"), text.out());
+        CliRun bad = CliRun.of("inspect", "--model", model.toString(), "--gguf-type", "Q9_X");
+        assertEquals(2, bad.exitCode());
+        assertTrue(bad.err().contains("Q9_X"), bad.err());
     }
 }

@@ -61,4 +61,19 @@ class JobFileTest {
         assertEquals(2, missing.exitCode());
         assertTrue(missing.err().contains("nope.yaml: no such file"), missing.err());
     }
+
+    @Test
+    void presetsAreValidQuantizeOptions() throws Exception {
+        Path presets = org.sparkquant.testing.TestPaths.repository().resolve("conf/presets");
+        try (var files = Files.list(presets)) {
+            for (Path preset : files.sorted().toList()) {
+                CliRun run = CliRun.of("quantize", "--config", preset.toString(), "--model",
+                        tmp.resolve("missing").toString(), "--output", tmp.resolve("out").toString(),
+                        "--calibration", "x.txt");
+                // parsing succeeded: the failure is the missing model, not an unknown option
+                assertEquals(2, run.exitCode(), preset + ": " + run.err());
+                assertTrue(run.err().contains("config.json"), preset + ": " + run.err());
+            }
+        }
+    }
 }

@@ -57,7 +57,7 @@ final class Golden {
 
     /** Rows {@code [r0, r0 + rows)} of a row-major matrix as a flat array. */
     static float[] rows(INDArray m, int r0, int rows) {
-        int cols = (int) m.columns();
+        int cols = m.columns();
         float[] all = m.dup('c').data().asFloat();
         float[] out = new float[rows * cols];
         System.arraycopy(all, r0 * cols, out, 0, out.length);

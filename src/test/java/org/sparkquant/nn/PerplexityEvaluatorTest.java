@@ -41,7 +41,7 @@ class PerplexityEvaluatorTest {
             for (int[] w : windows) {
                 INDArray logits = lm.logits(List.of(w));
                 float[] l = logits.data().asFloat();
-                int vocab = (int) logits.columns();
+                int vocab = logits.columns();
                 for (int p = 0; p + 1 < w.length; p++) {
                     double max = Double.NEGATIVE_INFINITY;
                     for (int v = 0; v < vocab; v++) {
@@ -74,6 +74,28 @@ class PerplexityEvaluatorTest {
             assertEquals(together.nll(), oneByOne.nll(), 1e-6 * together.nll());
             assertEquals(together.tokens(), split.tokens());
             assertEquals(together.nll(), split.nll(), 1e-6 * together.nll());
+        }
+    }
+
+    @Test
+    void layersMayComeFromAnotherSource() {
+        try (CausalLM lm = CausalLM.open(Storage.local(), Golden.tiny("qwen3-qknorm").toString())) {
+            List<int[]> windows = PerplexityEvaluator.windows(randomTokens(2 * 16, 5), 16, 0);
+            Perplexity dense = new PerplexityEvaluator(lm).evaluate(windows);
+            Perplexity same = new PerplexityEvaluator(lm.config(), lm.embedding(), lm::layerWeights, lm.head(), 64)
+                    .evaluate(windows);
+            assertEquals(dense.nll(), same.nll(), 1e-6 * dense.nll());
+            int h = lm.config().hiddenSize();
+            int ffn = lm.config().intermediateSize();
+            List<Integer> asked = new java.util.ArrayList<>();
+            Perplexity noMlp = new PerplexityEvaluator(lm.config(), lm.embedding(), layer -> {
+                asked.add(layer);
+                return lm.layerWeights(layer).with("down_proj", DenseLinear.of(new float[h * ffn], h, ffn, null));
+            }, lm.head(), 64).evaluate(windows);
+            assertEquals(List.of(0, 1), asked, "each layer once, in order");
+            assertEquals(dense.tokens(), noMlp.tokens());
+            org.junit.jupiter.api.Assertions.assertTrue(Math.abs(dense.nll() - noMlp.nll()) > 1e-3 * dense.nll(),
+                    "the substituted modules are the ones evaluated");
         }
     }
 }

@@ -158,4 +158,67 @@ class QuantizePipelineTest {
         assertEquals(0, run.exitCode(), run.err());
         OutputFiles.assertIdentical(local, cluster, TIMED);
     }
+
+    /** Executors of 512 MB quantize a model of 1.2 GB (fp32): they hold one layer and embedding rows, never the model. */
+    @Test
+    @Tag("cluster")
+    void executorsNeedFarLessMemoryThanTheModel() throws Exception {
+        Path big = tmp.resolve("big");
+        SyntheticModel.write(Storage.local(), big.toString(),
+                new SyntheticModel.Shape(1024, 2816, 2, 8, 8, 128256, 10000.0, false), DType.F32, 1, 1L << 30);
+        long bytes = 0;
+        try (var files = Files.list(big)) {
+            for (Path f : files.toList()) {
+                bytes += Files.size(f);
+            }
+        }
+        assertTrue(bytes > 1_100_000_000L, "model of " + bytes + " bytes");
+        Path out = tmp.resolve("big-out");
+        CliRun run = CliRun.of("quantize", "--model", big.toString(), "--output", out.toString(),
+                "--calibration", calib.toString(), "--samples", "4", "--seq-len", "32",
+                "--samples-per-partition", "2", "--conf", "spark.master=local-cluster[1,1,512]",
+                "--conf", "spark.executor.memory=512m",
+                "--conf", "spark.ui.enabled=false",
+                "--conf", "spark.executor.extraClassPath=" + System.getProperty("java.class.path"),
+                "--conf", "spark.executor.extraJavaOptions=-Dorg.bytedeco.javacpp.maxbytes=512m "
+                        + "-Dorg.bytedeco.javacpp.maxphysicalbytes=1500m");
+        assertEquals(0, run.exitCode(), run.err());
+        assertTrue(Files.exists(out.resolve("_SUCCESS")));
+    }
+
+    /** --save-hessians: one fp32 .npy per distinct input, the manifest names a file for every quantized module. */
+    @Test
+    void savesHessiansWithAManifest() throws Exception {
+        Path out = tmp.resolve("with-hessians");
+        Path hessians = tmp.resolve("hessians");
+        CliRun run = quantize(out, "local[2]", "--save-hessians", hessians.toString());
+        assertEquals(0, run.exitCode(), run.err());
+        JsonNode manifest = new ObjectMapper().readTree(hessians.resolve("manifest.json").toFile());
+        assertEquals("gptq-ref-hessians-v1", manifest.get("format").asText());
+        JsonNode modules = manifest.get("modules");
+        assertEquals(14, modules.size());
+        JsonNode q = modules.get("model.layers.1.self_attn.q_proj");
+        JsonNode k = modules.get("model.layers.1.self_attn.k_proj");
+        assertEquals(q.get("file").asText(), k.get("file").asText(), "q and k share their input");
+        assertEquals(12, q.get("nsamples").asInt());
+        assertEquals("float32", q.get("dtype").asText());
+        JsonNode down = modules.get("model.layers.0.mlp.down_proj");
+        assertEquals(384, down.get("shape").get(0).asInt());
+        var array = org.sparkquant.io.Npy.read(hessians.resolve(down.get("file").asText()));
+        assertEquals(List.of(384L, 384L), java.util.Arrays.stream(array.shape()).boxed().toList());
+        float[] h = array.floats();
+        double trace = 0;
+        for (int i = 0; i < 384; i++) {
+            assertTrue(h[i * 384 + i] >= 0, "diagonal of XᵀX is not negative");
+            trace += h[i * 384 + i];
+            for (int j = 0; j < i; j++) {
+                assertEquals(h[i * 384 + j], h[j * 384 + i], 0f, "symmetric");
+            }
+        }
+        assertTrue(trace > 0);
+        // the checkpoint is the same as without the export
+        Path plain = tmp.resolve("plain-for-hessians");
+        assertEquals(0, quantize(plain, "local[2]").exitCode());
+        OutputFiles.assertIdentical(plain, out, TIMED);
+    }
 }

@@ -139,7 +139,8 @@ class TextTokenizerTest {
         Files.writeString(input, texts.toString());
         String script = "import json,sys\nfrom tokenizers import Tokenizer\n"
                 + "t=Tokenizer.from_file(sys.argv[1])\n"
-                + "print(json.dumps([t.encode(s, add_special_tokens=False).ids for s in json.load(open(sys.argv[2]))]))";
+                + "texts=json.load(open(sys.argv[2]))\n"
+                + "print(json.dumps([t.encode(s, add_special_tokens=False).ids for s in texts]))";
         String out = TestPython.check(python, List.of("-c", script, dir.resolve("tokenizer.json").toString(),
                 input.toString()), 120);
         JsonNode expected = new ObjectMapper().readTree(out);

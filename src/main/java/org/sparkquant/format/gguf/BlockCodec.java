@@ -1,5 +1,7 @@
 package org.sparkquant.format.gguf;
 
+import org.sparkquant.io.Half;
+
 /**
  * One quantized block format split into the two halves a calibrated (GPTQ) quantizer needs: choosing the block's
  * scales ({@link #chooseScales}), and coding single elements with them ({@link #quantizeElement}); plus packing and
@@ -69,6 +71,6 @@ abstract class BlockCodec {
     }
 
     static float half(byte[] b, int off) {
-        return Fp16.toFloat(getShort(b, off));
+        return Half.toFloat(getShort(b, off));
     }
 }

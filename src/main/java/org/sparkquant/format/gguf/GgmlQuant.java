@@ -5,6 +5,7 @@ import java.nio.ByteOrder;
 import java.util.EnumMap;
 import java.util.Map;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Half;
 
 /**
  * Quantizes rows of floats into ggml blocks and back: the entry point of the block formats. A row is ne[0] elements
@@ -64,12 +65,12 @@ public final class GgmlQuant {
                 return;
             case F16:
                 for (int i = 0; i < n; i++) {
-                    BlockCodec.putShort(dst, dstOff + 2 * i, Fp16.fromFloat(x[xOff + i]));
+                    BlockCodec.putShort(dst, dstOff + 2 * i, Half.fromFloat(x[xOff + i]));
                 }
                 return;
             case BF16:
                 for (int i = 0; i < n; i++) {
-                    BlockCodec.putShort(dst, dstOff + 2 * i, Fp16.bf16FromFloat(x[xOff + i]));
+                    BlockCodec.putShort(dst, dstOff + 2 * i, Half.floatToBf16(x[xOff + i]));
                 }
                 return;
             default:
@@ -132,12 +133,12 @@ public final class GgmlQuant {
                 return;
             case F16:
                 for (int i = 0; i < n; i++) {
-                    dst[dstOff + i] = Fp16.toFloat(BlockCodec.getShort(src, srcOff + 2 * i));
+                    dst[dstOff + i] = Half.toFloat(BlockCodec.getShort(src, srcOff + 2 * i));
                 }
                 return;
             case BF16:
                 for (int i = 0; i < n; i++) {
-                    dst[dstOff + i] = Fp16.bf16ToFloat(BlockCodec.getShort(src, srcOff + 2 * i));
+                    dst[dstOff + i] = Half.bf16ToFloat(BlockCodec.getShort(src, srcOff + 2 * i));
                 }
                 return;
             default:

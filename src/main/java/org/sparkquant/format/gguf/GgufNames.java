@@ -162,6 +162,16 @@ public final class GgufNames {
         return h * per + (r % 2) * half + r / 2;
     }
 
+    /** The GGUF row of a permuted q/k weight that holds Hugging Face row {@code hfRow} (inverse of permutedSourceRow). */
+    public static int permutedDestRow(int hfRow, int rows, int nHead) {
+        checkPermutable(rows, nHead);
+        int per = rows / nHead;
+        int half = per / 2;
+        int h = hfRow / per;
+        int r = hfRow % per;
+        return h * per + 2 * (r % half) + r / half;
+    }
+
     /** Applies the permutation to a row-major [rows, cols] matrix (or a bias with cols = 1), returning a copy. */
     public static float[] permuteRows(float[] w, int rows, int cols, int nHead) {
         checkPermutable(rows, nHead);

@@ -163,6 +163,11 @@ public final class GgufReader implements Closeable {
         return open(s, path.toString());
     }
 
+    /** Opens and validates a GGUF file on any {@link org.sparkquant.io.Storage} URI (positional reads). */
+    public static GgufReader open(org.sparkquant.io.Storage storage, String uri) {
+        return open(GgufSource.of(storage.open(uri)), uri);
+    }
+
     /** Reads and validates the header of a source; {@code name} names the file in errors. Closes it on failure. */
     public static GgufReader open(GgufSource source, String name) {
         try {

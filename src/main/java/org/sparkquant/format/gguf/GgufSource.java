@@ -7,10 +7,11 @@ import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import org.sparkquant.io.RandomAccessInput;
 
 /**
- * Positional read access to a GGUF file, so the reader works on local files and (through an adapter) on any
- * Hadoop file system stream that supports positioned reads.
+ * Positional read access to a GGUF file, so the reader works on local files and on any Hadoop file system
+ * ({@link #of(RandomAccessInput)} over {@link org.sparkquant.io.Storage#open}).
  */
 public interface GgufSource extends Closeable {
     long size() throws IOException;
@@ -41,6 +42,41 @@ public interface GgufSource extends Closeable {
             @Override
             public void close() throws IOException {
                 ch.close();
+            }
+        };
+    }
+
+    /**
+     * Positional reads through {@link org.sparkquant.io.Storage} (file://, s3a://, hdfs://, ...); closing the source
+     * closes the input. Reads past the end fail with an EOFException naming the file.
+     */
+    static GgufSource of(RandomAccessInput in) {
+        return new GgufSource() {
+            @Override
+            public long size() {
+                return in.length();
+            }
+
+            @Override
+            public void readFully(long position, ByteBuffer dst) throws IOException {
+                int n = dst.remaining();
+                if (position < 0 || position > in.length() - n) {
+                    throw new EOFException(in.name() + ": read of " + n + " bytes at " + position
+                            + " is past the end (" + in.length() + " bytes)");
+                }
+                if (dst.hasArray()) {
+                    in.readFully(position, dst.array(), dst.arrayOffset() + dst.position(), n);
+                    dst.position(dst.position() + n);
+                } else {
+                    byte[] tmp = new byte[n];
+                    in.readFully(position, tmp, 0, n);
+                    dst.put(tmp);
+                }
+            }
+
+            @Override
+            public void close() {
+                in.close();
             }
         };
     }

@@ -10,6 +10,8 @@ import static org.sparkquant.format.gguf.QuantMath.nearestInt;
 
 import java.util.Arrays;
 
+import org.sparkquant.io.Half;
+
 /**
  * The 256-element k-quant super-blocks Q2_K … Q6_K (ggml-common.h layouts; ggml-quants.c {@code quantize_row_*_ref}
  * without and {@code quantize_row_*_impl} with an importance matrix). Every one chooses per-sub-block scales, codes
@@ -78,10 +80,10 @@ final class KQuantCodecs {
                     for (int j = 0; j < 16; ++j) {
                         st.scaleBytes[j] = (byte) nearestInt(iscale * st.scales[j]);
                     }
-                    st.d = Fp16.fromFloat(maxScale / 15.f);
+                    st.d = Half.fromFloat(maxScale / 15.f);
                 } else {
                     Arrays.fill(st.scaleBytes, 0, 16, (byte) 0);
-                    st.d = Fp16.fromFloat(0.f);
+                    st.d = Half.fromFloat(0.f);
                 }
                 if (maxMin > 0) {
                     float iscale = 15.f / maxMin;
@@ -89,9 +91,9 @@ final class KQuantCodecs {
                         int l = nearestInt(iscale * st.mins[j]);
                         st.scaleBytes[j] = (byte) (st.scaleBytes[j] | (l << 4));
                     }
-                    st.dmin = Fp16.fromFloat(maxMin / 15.f);
+                    st.dmin = Half.fromFloat(maxMin / 15.f);
                 } else {
-                    st.dmin = Fp16.fromFloat(0.f);
+                    st.dmin = Half.fromFloat(0.f);
                 }
             } else {
                 float sigma2 = sumSquares(x, xo) / QK_K;
@@ -109,14 +111,14 @@ final class KQuantCodecs {
                 }
                 float dm = makeQpQuants(16, 15, st.scales, st.ls, st.sw);
                 float mm = makeQpQuants(16, 15, st.mins, st.lm, st.sw);
-                st.d = Fp16.fromFloat(dm);
-                st.dmin = Fp16.fromFloat(mm);
+                st.d = Half.fromFloat(dm);
+                st.dmin = Half.fromFloat(mm);
                 for (int j = 0; j < 16; ++j) {
                     st.scaleBytes[j] = (byte) (st.ls[j] | (st.lm[j] << 4));
                 }
             }
-            float d = Fp16.toFloat(st.d);
-            float dmin = Fp16.toFloat(st.dmin);
+            float d = Half.toFloat(st.d);
+            float dmin = Half.toFloat(st.dmin);
             for (int j = 0; j < 16; ++j) {
                 int sc = st.scaleBytes[j] & 0xff;
                 st.step[j] = d * (sc & 0xf);
@@ -209,10 +211,10 @@ final class KQuantCodecs {
                         st.ls[j] = Math.max(-32, Math.min(31, l)) + 32;
                     }
                     putQ3Scales(st.ls, st.scaleBytes);
-                    st.d = Fp16.fromFloat(1 / iscale);
+                    st.d = Half.fromFloat(1 / iscale);
                 } else {
                     Arrays.fill(st.scaleBytes, 0, 12, (byte) 0);
-                    st.d = Fp16.fromFloat(0.f);
+                    st.d = Half.fromFloat(0.f);
                 }
             } else {
                 float sigma2 = 2 * sumSquares(x, xo) / QK_K;
@@ -230,9 +232,9 @@ final class KQuantCodecs {
                 }
                 float dBlock = makeQxQuants(16, 32, st.scales, 0, st.ls, 0, 1, st.sw, 0);
                 putQ3Scales(st.ls, st.scaleBytes);
-                st.d = Fp16.fromFloat(dBlock);
+                st.d = Half.fromFloat(dBlock);
             }
-            float d = Fp16.toFloat(st.d);
+            float d = Half.toFloat(st.d);
             for (int j = 0; j < 16; ++j) {
                 st.step[j] = d * (q3Scale(st.scaleBytes, 0, j) - 32);
                 st.offset[j] = 0;
@@ -359,8 +361,8 @@ final class KQuantCodecs {
                     st.lm[j] = Math.min(63, nearestInt(invMin * st.mins[j]) & 0xff);
                 }
                 putScaleMinK4(st.ls, st.lm, st.scaleBytes);
-                st.d = Fp16.fromFloat(maxScale / 63.f);
-                st.dmin = Fp16.fromFloat(maxMin / 63.f);
+                st.d = Half.fromFloat(maxScale / 63.f);
+                st.dmin = Half.fromFloat(maxMin / 63.f);
             } else {
                 float sigma2 = 2 * sumSquares(x, xo) / QK_K;
                 for (int j = 0; j < 8; ++j) {
@@ -385,11 +387,11 @@ final class KQuantCodecs {
                     }
                 }
                 putScaleMinK4(st.ls, st.lm, st.scaleBytes);
-                st.d = Fp16.fromFloat(dBlock);
-                st.dmin = Fp16.fromFloat(mBlock);
+                st.d = Half.fromFloat(dBlock);
+                st.dmin = Half.fromFloat(mBlock);
             }
-            float d = Fp16.toFloat(st.d);
-            float dmin = Fp16.toFloat(st.dmin);
+            float d = Half.toFloat(st.d);
+            float dmin = Half.toFloat(st.dmin);
             for (int j = 0; j < 8; ++j) {
                 st.step[j] = d * scaleMinK4(st.scaleBytes, 0, j, 0);
                 st.offset[j] = dmin * scaleMinK4(st.scaleBytes, 0, j, 1);
@@ -531,15 +533,15 @@ final class KQuantCodecs {
             if (maxAbsScale < GROUP_MAX_EPS) { // ggml zeroes the whole block
                 Arrays.fill(codes, 0, QK_K, 0);
                 Arrays.fill(st.scaleBytes, 0, 16, (byte) 0);
-                st.d = Fp16.fromFloat(0.f);
+                st.d = Half.fromFloat(0.f);
             } else {
                 float iscale = -128.f / maxScale;
-                st.d = Fp16.fromFloat(1 / iscale);
+                st.d = Half.fromFloat(1 / iscale);
                 for (int ib = 0; ib < 16; ++ib) {
                     st.scaleBytes[ib] = (byte) Math.min(127, nearestInt(iscale * st.scales[ib]));
                 }
             }
-            float d = Fp16.toFloat(st.d);
+            float d = Half.toFloat(st.d);
             for (int j = 0; j < 16; ++j) {
                 st.step[j] = d * st.scaleBytes[j];
                 st.offset[j] = 0;

@@ -6,6 +6,8 @@ import static org.sparkquant.format.gguf.QuantMath.nearestInt;
 import static org.sparkquant.format.gguf.QuantMath.roundf;
 import static org.sparkquant.format.gguf.QuantMath.truncToInt;
 
+import org.sparkquant.io.Half;
+
 /**
  * The 32-element formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (ggml-common.h layouts, ggml-quants.c reference quantizers).
  * Element j of a block is stored in nibble/bit position j for j < 16 and j − 16 of the high half otherwise.
@@ -41,7 +43,7 @@ final class LegacyCodecs {
             if (imp != null) {
                 importanceWeights(x, xo, imp, io, rowSigma2, st.weights);
                 float d = makeQxQuants(32, zero, x, xo, st.searchCodes, 0, 1, st.weights, 0);
-                st.d = Fp16.fromFloat(d);
+                st.d = Half.fromFloat(d);
                 st.inverse = 0;
                 st.packSearchCodes = true;
             } else {
@@ -56,10 +58,10 @@ final class LegacyCodecs {
                 }
                 float d = max / -zero;
                 st.inverse = d != 0 ? 1.0f / d : 0.0f;
-                st.d = Fp16.fromFloat(d);
+                st.d = Half.fromFloat(d);
                 st.packSearchCodes = false;
             }
-            st.step[0] = Fp16.toFloat(st.d);
+            st.step[0] = Half.toFloat(st.d);
             st.offset[0] = 0;
         }
 
@@ -91,8 +93,8 @@ final class LegacyCodecs {
                 importanceWeights(x, xo, imp, io, rowSigma2, st.weights);
                 float d = makeQkx3Quants(32, maxCode, x, xo, st.weights, 0, st.searchCodes, 0, st.mins, 0, st.aux,
                         -0.9f, 0.05f, 36, false);
-                st.d = Fp16.fromFloat(d);
-                st.dmin = Fp16.fromFloat(-st.mins[0]);
+                st.d = Half.fromFloat(d);
+                st.dmin = Half.fromFloat(-st.mins[0]);
                 st.packSearchCodes = true;
             } else {
                 float min = Float.MAX_VALUE;
@@ -109,12 +111,12 @@ final class LegacyCodecs {
                 float d = (max - min) / maxCode;
                 st.inverse = d != 0 ? 1.0f / d : 0.0f;
                 st.min = min;
-                st.d = Fp16.fromFloat(d);
-                st.dmin = Fp16.fromFloat(min);
+                st.d = Half.fromFloat(d);
+                st.dmin = Half.fromFloat(min);
                 st.packSearchCodes = false;
             }
-            st.step[0] = Fp16.toFloat(st.d);
-            st.offset[0] = -Fp16.toFloat(st.dmin);
+            st.step[0] = Half.toFloat(st.d);
+            st.offset[0] = -Half.toFloat(st.dmin);
         }
 
         @Override
@@ -128,7 +130,7 @@ final class LegacyCodecs {
 
         @Override
         float dequantizeElement(BlockState st, int j, int q) {
-            return q * st.step[0] + Fp16.toFloat(st.dmin);
+            return q * st.step[0] + Half.toFloat(st.dmin);
         }
     }
 
@@ -265,8 +267,8 @@ final class LegacyCodecs {
             }
             float d = amax / 127;
             st.inverse = d != 0 ? 1.0f / d : 0.0f;
-            st.d = Fp16.fromFloat(d);
-            st.step[0] = Fp16.toFloat(st.d);
+            st.d = Half.fromFloat(d);
+            st.step[0] = Half.toFloat(st.d);
             st.offset[0] = 0;
             st.packSearchCodes = false;
         }

@@ -15,6 +15,7 @@ import java.util.Set;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Half;
 
 /**
  * Block quantizers and dequantizers against independent references (fixtures from {@code python/gguf_fixtures.py}):
@@ -169,7 +170,7 @@ class GgmlQuantTest {
         assertArrayEquals(x, f32);
         float[] f16 = GgmlQuant.dequantize(GgmlType.F16, GgmlQuant.quantizeRow(GgmlType.F16, x, null));
         for (int i = 0; i < x.length; i++) {
-            assertEquals(Fp16.round(x[i]), f16[i], 0f);
+            assertEquals(Half.round(x[i]), f16[i], 0f);
         }
         float[] bf = GgmlQuant.dequantize(GgmlType.BF16, GgmlQuant.quantizeRow(GgmlType.BF16, x, null));
         assertEquals(3.140625f, bf[7], 0f); // 3.14159 = 0x40490FD0 rounds to bf16 0x4049
