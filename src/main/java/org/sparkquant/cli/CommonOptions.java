@@ -48,8 +48,13 @@ public final class CommonOptions {
 
     /** The Hadoop settings among {@link #settings()}, with {@code spark.hadoop.} stripped. */
     public Map<String, String> hadoopSettings() {
+        return hadoopSettings(settings());
+    }
+
+    /** The Hadoop settings among any settings: {@code fs.*} as they are, {@code spark.hadoop.*} stripped. */
+    static Map<String, String> hadoopSettings(Map<String, String> settings) {
         Map<String, String> hadoop = new LinkedHashMap<>();
-        settings().forEach((k, v) -> {
+        settings.forEach((k, v) -> {
             if (k.startsWith("spark.hadoop.")) {
                 hadoop.put(k.substring("spark.hadoop.".length()), v);
             } else if (k.startsWith("fs.")) {

@@ -58,16 +58,10 @@ final class JobFile {
         for (int i = 0; i + 1 < args.length; i++) {
             if (args[i].equals("--conf") && args[i + 1].contains("=")) {
                 String kv = args[i + 1];
-                String key = kv.substring(0, kv.indexOf('='));
-                String value = kv.substring(kv.indexOf('=') + 1);
-                if (key.startsWith("spark.hadoop.")) {
-                    conf.put(key.substring("spark.hadoop.".length()), value);
-                } else if (key.startsWith("fs.")) {
-                    conf.put(key, value);
-                }
+                conf.put(kv.substring(0, kv.indexOf('=')), kv.substring(kv.indexOf('=') + 1));
             }
         }
-        return Storage.of(conf);
+        return Storage.of(CommonOptions.hadoopSettings(conf));
     }
 
     static List<String> options(String file, Storage storage) {

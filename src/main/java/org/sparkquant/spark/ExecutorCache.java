@@ -15,10 +15,6 @@ import org.sparkquant.io.TensorStore;
 public final class ExecutorCache {
     /** Opened models (headers and small tensors only) by a key naming the source. */
     private static final Map<String, Object> MODELS = new ConcurrentHashMap<>();
-    /** The current layer's loaded weights (or any value keyed per layer): at most one entry. */
-    private static final Object LAYER_LOCK = new Object();
-    private static String layerKey;
-    private static Object layerValue;
 
     private ExecutorCache() {}
 
@@ -45,21 +41,10 @@ public final class ExecutorCache {
 
     /**
      * The value for {@code key}, loading it (once per JVM, even with concurrent tasks) and dropping the previous
-     * layer's value first.
+     * layer's value first: the "layer" slot.
      */
-    @SuppressWarnings("unchecked")
     public static <T> T layer(String key, Supplier<T> loader) {
-        synchronized (LAYER_LOCK) {
-            if (key.equals(layerKey)) {
-                return (T) layerValue;
-            }
-            layerKey = null;
-            layerValue = null; // let the previous layer go before loading the next one
-            T value = loader.get();
-            layerKey = key;
-            layerValue = value;
-            return value;
-        }
+        return slot("layer", key, loader);
     }
 
     /** Single-entry caches by slot name (e.g. one GPTQ factor per module input): a new key evicts the old value. */
@@ -84,10 +69,6 @@ public final class ExecutorCache {
 
     /** Forgets everything (tests, and the driver when it runs tasks itself in local mode between runs). */
     public static void clear() {
-        synchronized (LAYER_LOCK) {
-            layerKey = null;
-            layerValue = null;
-        }
         MODELS.values().forEach(m -> {
             if (m instanceof AutoCloseable c) {
                 try {
