@@ -9,6 +9,7 @@ import java.util.function.Supplier;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.format.gguf.LlamaFileType;
 import org.sparkquant.format.gptq.GptqCheckpointWriter;
 import org.sparkquant.gptq.Precision;
 import org.sparkquant.gptq.QuantConfig;
@@ -28,12 +29,13 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-/** {@code sparkquant quantize}: GPTQ (or RTN) on Spark, writing a Hugging Face GPTQ checkpoint. */
+/** {@code sparkquant quantize}: GPTQ (or RTN) on Spark, writing a Hugging Face GPTQ checkpoint or a GGUF file. */
 @Command(name = "quantize", mixinStandardHelpOptions = true,
         description = {"Quantize a model with GPTQ (or round-to-nearest) on Spark and write a Hugging Face GPTQ "
-                + "checkpoint (transformers, vLLM, GPTQModel) to any Hadoop file system URI. The run is "
-                + "deterministic: the same inputs give byte-identical files whatever the cluster. Finished layers "
-                + "are checkpointed under OUTPUT/_work; --resume continues an interrupted run."})
+                + "checkpoint (transformers, vLLM, GPTQModel) or a llama.cpp GGUF file (--format gguf, "
+                + "--gguf-type Q4_K_M, ...) to any Hadoop file system URI. The run is deterministic: the same inputs "
+                + "give byte-identical files whatever the cluster. Finished layers are checkpointed under "
+                + "OUTPUT/_work (OUTPUT._work for a GGUF file); --resume continues an interrupted run."})
 public final class QuantizeCommand implements Callable<Integer> {
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -44,10 +46,30 @@ public final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, paramLabel = "URI", description = "Hugging Face checkpoint directory.")
     String model;
 
-    @Option(names = "--output", required = true, paramLabel = "URI", description = "Output directory.")
+    @Option(names = "--output", required = true, paramLabel = "URI",
+            description = "Output directory (GPTQ checkpoint) or file (GGUF, e.g. s3a://bucket/model-Q4_K_M.gguf).")
     String output;
 
-    @Option(names = "--method", defaultValue = "gptq", description = "gptq or rtn (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--format", defaultValue = "auto", description = "gptq (Hugging Face GPTQ checkpoint), gguf "
+            + "(llama.cpp) or auto: gguf when --output ends in .gguf (default: ${DEFAULT-VALUE}).")
+    String format;
+
+    @Option(names = "--gguf-type", defaultValue = "Q4_K_M", paramLabel = "TYPE", description = "llama.cpp file type "
+            + "of a GGUF output, with llama-quantize's per-tensor recipe: Q2_K, Q3_K_S/M/L, Q4_0, Q4_1, Q4_K_S/M, "
+            + "Q5_0, Q5_1, Q5_K_S/M, Q6_K, Q8_0, F16, BF16, F32 (default: ${DEFAULT-VALUE}).")
+    String ggufType;
+
+    @Option(names = "--importance", defaultValue = "none", description = "GGUF: none, or hessian-diag to weight "
+            + "ggml's scale search by diag(H) of each module's input, like llama-quantize --imatrix (needs "
+            + "--calibration) (default: ${DEFAULT-VALUE}).")
+    String importance;
+
+    @Option(names = "--export-imatrix", paramLabel = "URI", description = "Also write the calibration statistics "
+            + "(Hessian diagonals) as a llama.cpp imatrix file (GGUF format; legacy format when URI ends in .dat).")
+    String exportImatrix;
+
+    @Option(names = "--method", description = "gptq or rtn (default: gptq; for a GGUF output without "
+            + "--calibration: rtn).")
     String method;
 
     @Option(names = "--bits", defaultValue = "4", description = "2, 3, 4 or 8 (default: ${DEFAULT-VALUE}).")
@@ -137,11 +159,40 @@ public final class QuantizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        QuantizeJob.Method m = switch (method.toLowerCase(Locale.ROOT)) {
+        QuantizeJob.Format f = switch (format.toLowerCase(Locale.ROOT)) {
+            case "auto" -> output.toLowerCase(Locale.ROOT).endsWith(".gguf") ? QuantizeJob.Format.GGUF
+                    : QuantizeJob.Format.GPTQ;
+            case "gptq" -> QuantizeJob.Format.GPTQ;
+            case "gguf" -> QuantizeJob.Format.GGUF;
+            default -> throw SparkQuantException.badInput("--format must be gptq, gguf or auto, got '" + format + "'");
+        };
+        boolean gguf = f == QuantizeJob.Format.GGUF;
+        String chosen = method != null ? method : gguf && calibration == null ? "rtn" : "gptq";
+        QuantizeJob.Method m = switch (chosen.toLowerCase(Locale.ROOT)) {
             case "gptq" -> QuantizeJob.Method.GPTQ;
             case "rtn" -> QuantizeJob.Method.RTN;
             default -> throw SparkQuantException.badInput("--method must be gptq or rtn, got '" + method + "'");
         };
+        boolean hessianImportance = switch (importance.toLowerCase(Locale.ROOT)) {
+            case "none" -> false;
+            case "hessian-diag" -> true;
+            default -> throw SparkQuantException.badInput("--importance must be none or hessian-diag, got '"
+                    + importance + "'");
+        };
+        LlamaFileType fileType = gguf ? LlamaFileType.parse(ggufType) : null;
+        if (gguf && (descAct || staticGroups)) {
+            throw SparkQuantException.badInput("--desc-act and --static-groups do not apply to GGUF: ggml blocks run "
+                    + "along the input dimension in natural order");
+        }
+        if (!gguf && hessianImportance) {
+            throw SparkQuantException.badInput("--importance applies to GGUF outputs (--format gguf)");
+        }
+        if (hessianImportance && calibration == null) {
+            throw SparkQuantException.badInput("--importance hessian-diag needs --calibration URI");
+        }
+        if (exportImatrix != null && calibration == null) {
+            throw SparkQuantException.badInput("--export-imatrix needs --calibration URI");
+        }
         Precision p = switch (precision.toLowerCase(Locale.ROOT)) {
             case "fp32" -> Precision.FP32;
             case "fp64" -> Precision.FP64;
@@ -165,9 +216,15 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .withPrecision(p);
         Storage storage = common.storage();
         ModelConfig config = ModelConfig.load(storage, model);
+        boolean layerwise = m == QuantizeJob.Method.GPTQ || hessianImportance || exportImatrix != null;
         QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
-                m == QuantizeJob.Method.GPTQ ? calibration : null, samples, seqLen, seed, samplesPerPartition,
-                saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, failBlock, stopAfterLayer);
+                layerwise ? calibration : null, samples, seqLen, seed, samplesPerPartition,
+                saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
+                exportImatrix, failBlock, stopAfterLayer);
+        if (gguf && m == QuantizeJob.Method.RTN && method == null) {
+            spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + fileType + " with round-to-nearest "
+                    + "(llama-quantize's reference quantizers)");
+        }
 
         SparkSession spark = SparkSessions.create("sparkquant quantize", common.settings());
         QuantizePipeline.Result result;
@@ -185,7 +242,12 @@ public final class QuantizeCommand implements Callable<Integer> {
         result.phases().forEach((k, v) -> phases.append(phases.length() == 0 ? "" : ", ")
                 .append(String.format(Locale.ROOT, "%s %.1f s", k, v)));
         out.println("time by phase: " + phases);
-        out.printf(Locale.ROOT, "wrote %s (%d shard(s)) in %.1f s%n", output, result.shards().size(), result.seconds());
+        if (gguf) {
+            out.printf(Locale.ROOT, "wrote %s (%s) in %.1f s%n", output, fileType, result.seconds());
+        } else {
+            out.printf(Locale.ROOT, "wrote %s (%d shard(s)) in %.1f s%n", output, result.shards().size(),
+                    result.seconds());
+        }
         out.flush();
         return 0;
     }
@@ -223,15 +285,16 @@ public final class QuantizeCommand implements Callable<Integer> {
     }
 
     private static void printSummary(PrintWriter out, QuantizePipeline.Result result) {
-        out.printf("%-40s %8s %14s %14s %8s%n", "module", "damp", "H-error", "RTN H-error", "seconds");
+        out.printf("%-40s %6s %8s %14s %14s %8s%n", "module", "type", "damp", "H-error", "RTN H-error", "seconds");
         double gptq = 0;
         double rtn = 0;
         for (QuantizePipeline.ModuleReport r : result.modules()) {
             if (!r.quantized()) {
-                out.printf("%-40s %8s%n", r.name(), "dense");
+                out.printf("%-40s %6s%n", r.name(), "dense");
                 continue;
             }
-            out.printf(Locale.ROOT, "%-40s %8s %14.6g %14.6g %8.2f%n", r.name(),
+            out.printf(Locale.ROOT, "%-40s %6s %8s %14.6g %14.6g %8.2f%n", r.name(),
+                    r.ggmlType() != null ? r.ggmlType() : "int" + r.bits(),
                     Double.isNaN(r.dampPercent()) ? "-" : String.format(Locale.ROOT, "%.4f", r.dampPercent()),
                     r.hessianError(), r.rtnError(), r.seconds());
             if (!Double.isNaN(r.hessianError())) {

@@ -72,7 +72,20 @@ public final class GgmlGptq {
      */
     public static GgmlQuantizedRows quantize(float[] rows, int rowCount, GptqPreparation prep, GgmlType type,
             float[] importance) {
+        return quantize(rows, rowCount, 0, prep, type, importance);
+    }
+
+    /**
+     * {@link #quantize(float[], int, GptqPreparation, GgmlType, float[])} for rows [firstRow, firstRow + rowCount)
+     * of a matrix: the block update runs on the matrix's global grid of {@value GptqSolver#CALL_ROWS}-row gemm calls
+     * (see {@link GptqSolver}), so any partition of the rows into calls gives byte-identical results.
+     */
+    public static GgmlQuantizedRows quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep,
+            GgmlType type, float[] importance) {
         int n = prep.columns();
+        if (firstRow < 0) {
+            throw SparkQuantException.badInput("first row must be >= 0, got " + firstRow);
+        }
         if (prep.config().descAct()) {
             throw SparkQuantException.badInput("GPTQ into ggml " + type + " blocks needs the natural column order, "
                     + "but the preparation uses act-order (desc_act): ggml blocks run along the input dimension; "
@@ -92,11 +105,15 @@ public final class GgmlGptq {
         Output out = new Output(rowCount, n, (int) rowBytes);
         boolean f32 = prep.config().precision() == Precision.FP32;
         long rowMem = (long) n * (f32 ? 4 : 8);
-        int align = GptqSolver.ALIGN;
-        int chunk = (int) Math.max(align, CHUNK_BYTES / rowMem / align * align);
-        chunk = Math.min(chunk, GptqSolver.roundUp(Math.max(rowCount, 1)));
-        for (int r0 = 0; r0 < rowCount; r0 += chunk) {
-            new Chunk(prep, type, importance, rows, r0, Math.min(chunk, rowCount - r0), out).run();
+        int grid = GptqSolver.CALL_ROWS;
+        long chunk = Math.max(grid, CHUNK_BYTES / rowMem / grid * grid);
+        long end = (long) firstRow + rowCount;
+        // chunks of the global call grid; each holds the real rows of [firstRow, end) that fall into it
+        for (long cs = firstRow - firstRow % grid; cs < end; cs += chunk) {
+            long lo = Math.max(firstRow, cs);
+            long hi = Math.min(end, cs + chunk);
+            new Chunk(prep, type, importance, rows, (int) (lo - firstRow), (int) (hi - lo), (int) (lo - cs), out)
+                    .run();
         }
         return new GgmlQuantizedRows(type, rowCount, n, out.data, out.dequantized, out.losses);
     }
@@ -182,7 +199,10 @@ public final class GgmlGptq {
         }
     }
 
-    /** Rows [r0, r0+m) padded to a multiple of ROW_ALIGN, with their native working copy of W. */
+    /**
+     * Rows [r0, r0+m) of the call, with their native working copy of W: {@code lead} zero rows first (the rows' place
+     * on the global call grid), zero rows up to a multiple of CALL_ROWS after.
+     */
     private static final class Chunk {
         private final GptqPreparation prep;
         private final GgmlType type;
@@ -190,6 +210,7 @@ public final class GgmlGptq {
         private final float[] rows;
         private final int r0;
         private final int m;
+        private final int lead;
         private final int padded;
         private final int n;
         private final int batch;
@@ -209,14 +230,17 @@ public final class GgmlGptq {
         private DoublePointer w64;
         private DoubleBuffer w64v;
 
-        Chunk(GptqPreparation prep, GgmlType type, float[] importance, float[] rows, int r0, int m, Output out) {
+        Chunk(GptqPreparation prep, GgmlType type, float[] importance, float[] rows, int r0, int m, int lead,
+                Output out) {
             this.prep = prep;
             this.type = type;
             this.importance = importance;
             this.rows = rows;
             this.r0 = r0;
             this.m = m;
-            this.padded = GptqSolver.roundUp(m);
+            this.lead = lead;
+            int grid = GptqSolver.CALL_ROWS;
+            this.padded = (lead + m + grid - 1) / grid * grid;
             this.n = prep.columns();
             this.batch = prep.config().blockSize();
             this.bs = type.blockSize();
@@ -283,13 +307,13 @@ public final class GgmlGptq {
                 rowMeanSquare[r] = sumX2 / n;
             }
             if (f32) {
-                w32v.put(r * n, w, 0, n);
+                w32v.put((lead + r) * n, w, 0, n);
             } else {
                 double[] d = new double[n];
                 for (int c = 0; c < n; c++) {
                     d[c] = w[c];
                 }
-                w64v.put(r * n, d, 0, n);
+                w64v.put((lead + r) * n, d, 0, n);
             }
         }
 
@@ -318,14 +342,22 @@ public final class GgmlGptq {
             IntStream.range(0, m).parallel().forEach(r -> rowBatch(r, i1, i2, hd, e32v, e64v));
             if (i2 < n) {
                 // W[:, i2:] -= Err1 · U[i1:i2, i2:]
+                // in calls of exactly CALL_ROWS rows on the global grid: a row's bits never depend on its neighbours
+                int call = GptqSolver.CALL_ROWS;
                 if (f32) {
                     hb32.put(prep.block32(b), 0, cnt * width);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, n - i2, cnt, -1f, err32, batch,
-                            hb32.getPointer(cnt), width, 1f, w32.getPointer(i2), n);
+                    for (int c0 = 0; c0 < padded; c0 += call) {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, call, n - i2, cnt, -1f,
+                                err32.getPointer((long) c0 * batch), batch, hb32.getPointer(cnt), width, 1f,
+                                w32.getPointer((long) c0 * n + i2), n);
+                    }
                 } else {
                     hb64.put(prep.block64(b), 0, cnt * width);
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, padded, n - i2, cnt, -1.0, err64, batch,
-                            hb64.getPointer(cnt), width, 1.0, w64.getPointer(i2), n);
+                    for (int c0 = 0; c0 < padded; c0 += call) {
+                        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, call, n - i2, cnt, -1.0,
+                                err64.getPointer((long) c0 * batch), batch, hb64.getPointer(cnt), width, 1.0,
+                                w64.getPointer((long) c0 * n + i2), n);
+                    }
                 }
             }
         }
@@ -375,9 +407,9 @@ public final class GgmlGptq {
                 for (int i = 0; i < cnt; i++) {
                     e[i] = (float) err[i];
                 }
-                e32v.put(r * batch, e, 0, cnt);
+                e32v.put((lead + r) * batch, e, 0, cnt);
             } else {
-                e64v.put(r * batch, err, 0, cnt);
+                e64v.put((lead + r) * batch, err, 0, cnt);
             }
         }
 
@@ -417,7 +449,7 @@ public final class GgmlGptq {
 
         private double[] readW(int r, int c0, int len) {
             double[] dst = new double[len];
-            int at = r * n + c0;
+            int at = (lead + r) * n + c0;
             if (f32) {
                 float[] f = new float[len];
                 w32v.get(at, f, 0, len);

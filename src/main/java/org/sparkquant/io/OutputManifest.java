@@ -96,6 +96,31 @@ public final class OutputManifest {
         return problems;
     }
 
+    /**
+     * Problems of a single-file output (a GGUF file) against its {@code FILE.sha256} ({@code sha256sum} format,
+     * written before the file was renamed into place); empty when it matches.
+     */
+    public static List<String> verifyFile(Storage storage, String uri) {
+        String sidecar = uri + ".sha256";
+        if (!storage.exists(sidecar)) {
+            throw SparkQuantException.badInput(uri + ": no " + sidecar + " (not written by sparkquant quantize, or "
+                    + "not finished)");
+        }
+        String line = storage.readString(sidecar).strip();
+        int space = line.indexOf(' ');
+        String expected = space < 0 ? line : line.substring(0, space);
+        if (!expected.matches("[0-9a-f]{64}")) {
+            throw SparkQuantException.badInput(sidecar + ": not a sha256sum line");
+        }
+        int slash = uri.lastIndexOf('/');
+        String name = uri.substring(slash + 1);
+        Entry actual = entry(storage, slash < 0 ? "." : uri.substring(0, slash), name);
+        if (!actual.sha256().equals(expected)) {
+            return List.of(name + ": sha256 " + actual.sha256() + ", " + sidecar + " says " + expected);
+        }
+        return List.of();
+    }
+
     private static List<String> files(Storage storage, String directory, String prefix) {
         List<String> out = new ArrayList<>();
         String dir = prefix.isEmpty() ? directory : Storage.resolve(directory, prefix);

@@ -93,6 +93,10 @@ final class Kernels {
             boolean transB, float beta, INDArray c, long cOff, int ldc) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, m, n, k, alpha,
                 pointer(a, aOff), lda, pointer(b, bOff), ldb, beta, pointer(c, cOff), ldc);
+        // the pointers do not own the arrays' memory: the arrays must outlive the native call
+        java.lang.ref.Reference.reachabilityFence(a);
+        java.lang.ref.Reference.reachabilityFence(b);
+        java.lang.ref.Reference.reachabilityFence(c);
     }
 
     /**

@@ -6,6 +6,7 @@ import java.util.Locale;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkquant.format.gguf.LlamaFileType;
 import org.sparkquant.format.gptq.GptqCheckpointWriter;
 import org.sparkquant.gptq.QuantConfig;
 
@@ -15,6 +16,11 @@ import org.sparkquant.gptq.QuantConfig;
  *
  * @param trueSequential quantize q,k,v → o → gate,up → down with each group's inputs taken after the previous groups
  *     were quantized (the reference default); otherwise all inputs come from one pass of the original layer
+ * @param format what is written: a Hugging Face GPTQ checkpoint directory, or one GGUF file
+ * @param ggufType the llama.cpp file type (recipe) of a GGUF output, else null
+ * @param hessianImportance GGUF only: weight ggml's scale search by diag(H) of each module's input (llama.cpp's
+ *     imatrix statistic), with GPTQ or RTN
+ * @param exportImatrix where to write the Hessian diagonals as a llama.cpp imatrix file, or null
  * @param failOnceAtBlock test hook: the first attempt of this quantize block fails (−1: never)
  * @param stopAfterLayer test hook: the run stops (as if killed) after checkpointing this layer (−1: never)
  */
@@ -32,10 +38,25 @@ public record QuantizeJob(
         String saveHessians,
         long maxShardBytes,
         GptqCheckpointWriter.Unpackable unpackable,
+        Format format,
+        LlamaFileType ggufType,
+        boolean hessianImportance,
+        String exportImatrix,
         int failOnceAtBlock,
         int stopAfterLayer) implements Serializable {
 
     public enum Method { GPTQ, RTN }
+
+    public enum Format { GPTQ, GGUF }
+
+    /** Whether the run needs calibration data and the layer-by-layer Hessian pass. */
+    public boolean layerwise() {
+        return method == Method.GPTQ || hessianImportance || exportImatrix != null;
+    }
+
+    public boolean gguf() {
+        return format == Format.GGUF;
+    }
 
     /** The settings that must match for a resumed run (test hooks excluded). */
     public String describe() {
@@ -53,6 +74,10 @@ public record QuantizeJob(
         n.put("samples_per_partition", samplesPerPartition);
         n.put("max_shard_bytes", maxShardBytes);
         n.put("unpackable", unpackable.name());
+        n.put("format", format.name().toLowerCase(Locale.ROOT));
+        n.put("gguf_type", ggufType == null ? null : ggufType.name());
+        n.put("hessian_importance", hessianImportance);
+        n.put("export_imatrix", exportImatrix);
         try {
             return mapper.writeValueAsString(n) + "\n";
         } catch (Exception e) {

@@ -4,6 +4,7 @@ import java.io.Serializable;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.EnumMap;
+import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -21,8 +22,12 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.format.gguf.GgmlType;
+import org.sparkquant.format.gguf.GgufExporter;
 import org.sparkquant.format.gptq.GptqCheckpointWriter;
 import org.sparkquant.format.gptq.QuantizedLinear;
+import org.sparkquant.gptq.GgmlGptq;
+import org.sparkquant.gptq.GgmlQuantizedRows;
 import org.sparkquant.gptq.Gptq;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
@@ -67,16 +72,23 @@ public final class QuantizePipeline {
     public record BlockStats(String module, int r0, int r1, double loss, double hessianError, double rtnError,
             double seconds) implements Serializable {}
 
-    /** A staged block: the quantized rows and their statistics. */
-    record StagedBlock(QuantizedRows rows, BlockStats stats) implements Serializable {}
+    /** A staged block: the quantized rows (GPTQ checkpoint or ggml blocks) and their statistics. */
+    record StagedBlock(QuantizedRows rows, GgmlQuantizedRows ggml, BlockStats stats) implements Serializable {
+        float[] dequantized() {
+            return ggml != null ? ggml.dequantized() : rows.dequantized();
+        }
+    }
 
-    /** The Hessian of one distinct module input of a layer, as finished on an executor. */
+    /**
+     * The Hessian of one distinct module input of a layer, as finished on an executor, with its diagonal (for
+     * {@code --export-imatrix}).
+     */
     public record InputSummary(Input input, int columns, long sequences, long tokens, double dampPercentUsed,
-            int deadColumns) implements Serializable {}
+            int deadColumns, double[] diagonal) implements Serializable {}
 
-    /** One row of the report. */
+    /** One row of the report; {@code ggmlType} is the block type of a GGUF output (else null). */
     public record ModuleReport(String name, int layer, int rows, int cols, boolean quantized, int bits, int groupSize,
-            double dampPercent, double loss, double hessianError, double rtnError, double seconds) {}
+            String ggmlType, double dampPercent, double loss, double hessianError, double rtnError, double seconds) {}
 
     public record Result(List<ModuleReport> modules, List<String> shards, double seconds, int resumedAtLayer,
             Map<String, Double> phases) {}
@@ -84,26 +96,51 @@ public final class QuantizePipeline {
     public static Result run(JavaSparkContext jsc, Storage storage, QuantizeJob job, boolean resume,
             boolean overwrite, Supplier<List<int[]>> calibration, Progress progress) {
         long start = System.nanoTime();
-        WorkDir work = new WorkDir(storage, job.output());
-        int layersDone = prepareOutput(storage, work, job, resume, overwrite, progress);
+        WorkDir work = job.gguf() ? WorkDir.forFile(storage, job.output()) : new WorkDir(storage, job.output());
+        int layersDone = job.gguf() ? prepareFileOutput(storage, work, job, resume, overwrite, progress)
+                : prepareOutput(storage, work, job, resume, overwrite, progress);
         ModelSource source = ModelSource.dense(storage, job.model());
         ModelInventory inventory;
+        HashMap<String, GgmlType> types = new HashMap<>();
+        List<LinearModule> quantized;
         try (TensorStore store = TensorStore.open(storage, job.model())) {
             inventory = ModelInventory.of(source.config(), store);
+            if (job.gguf()) {
+                GgufExporter exporter = GgufTarget.exporter(storage, job, store);
+                types.putAll(GgufTarget.moduleTypes(exporter, inventory));
+                quantized = inventory.layers().stream().flatMap(List::stream)
+                        .filter(m -> types.containsKey(m.name())).toList();
+                progress.message("GGUF " + job.ggufType() + ": " + exporter.tensors().size() + " tensors, "
+                        + quantized.size() + " decoder matrices quantized by the executors, " + String.format(
+                        java.util.Locale.ROOT, "%.2f", exporter.layout().totalSize() / 1e6) + " MB");
+            } else {
+                GptqCheckpointWriter.Plan plan = GptqCheckpointWriter.plan(inventory, writerOptions(job));
+                plan.warnings().forEach(w -> progress.message("warning: " + w));
+                quantized = plan.quantized();
+            }
         }
-        GptqCheckpointWriter.Options options = writerOptions(job);
-        GptqCheckpointWriter.Plan plan = GptqCheckpointWriter.plan(inventory, options);
-        plan.warnings().forEach(w -> progress.message("warning: " + w));
-        List<String> quantizedNames = plan.quantized().stream().map(LinearModule::name).toList();
+        List<String> quantizedNames = quantized.stream().map(LinearModule::name).toList();
 
         Map<String, InputSummary> inputs = new LinkedHashMap<>();
-        if (job.method() == QuantizeJob.Method.RTN) {
-            progress.step(-1, "rtn · quantize " + plan.quantized().size() + " modules");
-            quantizeBlocks(jsc, source, work, job, blocksOf(plan.quantized()));
-        } else {
-            runGptq(jsc, source, work, job, inventory, quantizedNames, layersDone, calibration, progress, inputs);
+        if (!job.layerwise()) {
+            progress.step(-1, "rtn · quantize " + quantized.size() + " modules");
+            quantizeBlocks(jsc, source, work, job, types, blocksOf(quantized));
+        } else if (!quantized.isEmpty()) {
+            runLayers(jsc, source, work, job, inventory, quantizedNames, types, layersDone, calibration, progress,
+                    inputs);
         }
+        if (job.layerwise()) {
+            loadSummaries(storage, work, inventory, inputs);
+        }
+        return job.gguf() ? finishGguf(storage, work, job, inventory, quantizedNames, types, inputs, progress,
+                layersDone, start) : finishCheckpoint(storage, work, job, inventory, quantizedNames, inputs, progress,
+                layersDone, start);
+    }
 
+    private static Result finishCheckpoint(Storage storage, WorkDir work, QuantizeJob job, ModelInventory inventory,
+            List<String> quantizedNames, Map<String, InputSummary> inputs, Progress progress, int layersDone,
+            long start) {
+        GptqCheckpointWriter.Options options = writerOptions(job);
         progress.step(-1, "assemble checkpoint");
         clearPartialOutput(storage, job.output());
         GptqCheckpointWriter.Result written;
@@ -112,16 +149,41 @@ public final class QuantizePipeline {
                     module -> assemble(storage, work, job, store, module));
         }
         progress.step(-1, "report and manifest");
-        List<ModuleReport> report = report(storage, work, job, inventory, quantizedNames, inputs);
-        if (job.saveHessians() != null && job.method() == QuantizeJob.Method.GPTQ) {
-            loadSummaries(storage, work, inventory, inputs);
-            HessianExport.manifest(storage, job.saveHessians(), inventory, quantizedNames, inputs);
-        }
+        List<ModuleReport> report = report(storage, work, job, inventory, quantizedNames, Map.of(), inputs);
+        exports(storage, job, inventory, quantizedNames, inputs);
         Map<String, Double> phases = progress.phases();
-        writeReport(storage, job, report, phases);
+        writeReport(storage, job, Storage.resolve(job.output(), REPORT), report, phases);
         OutputManifest.write(storage, job.output(), "sparkquant " + GptqCheckpointWriter.version());
         work.deleteAll();
         return new Result(report, written.shards(), (System.nanoTime() - start) / 1e9, layersDone, phases);
+    }
+
+    private static Result finishGguf(Storage storage, WorkDir work, QuantizeJob job, ModelInventory inventory,
+            List<String> quantizedNames, Map<String, GgmlType> types, Map<String, InputSummary> inputs,
+            Progress progress, int layersDone, long start) {
+        progress.step(-1, "report");
+        List<ModuleReport> report = report(storage, work, job, inventory, quantizedNames, types, inputs);
+        exports(storage, job, inventory, quantizedNames, inputs);
+        progress.step(-1, "write GGUF " + job.ggufType());
+        // the report is written once the file's bytes exist, before the file is renamed into place
+        GgufTarget.write(storage, job, inventory, types,
+                b -> Staged.<StagedBlock>readObject(storage, work.path(b.stagedPath())).ggml(),
+                () -> writeReport(storage, job, job.output() + GgufTarget.REPORT_SUFFIX, report, progress.phases()));
+        work.deleteAll();
+        return new Result(report, List.of(job.output()), (System.nanoTime() - start) / 1e9, layersDone,
+                progress.phases());
+    }
+
+    /** --save-hessians manifest and --export-imatrix, from the Hessian summaries. */
+    private static void exports(Storage storage, QuantizeJob job, ModelInventory inventory,
+            List<String> quantizedNames, Map<String, InputSummary> inputs) {
+        if (job.saveHessians() != null && job.layerwise()) {
+            HessianExport.manifest(storage, job.saveHessians(), inventory, quantizedNames, inputs);
+        }
+        if (job.exportImatrix() != null) {
+            GgufTarget.writeImatrix(storage, job, inventory, quantizedNames, inputs,
+                    inventory.config().modelType());
+        }
     }
 
     static GptqCheckpointWriter.Options writerOptions(QuantizeJob job) {
@@ -148,7 +210,39 @@ public final class QuantizePipeline {
         } else if (overwrite) {
             storage.delete(out);
         }
-        boolean partial = storage.exists(work.path(RUN));
+        if (!storage.exists(work.path(RUN)) && storage.exists(out) && storage.isDirectory(out)
+                && !storage.list(out).isEmpty()) {
+            throw SparkQuantException.badInput(out + " is not empty; choose a new directory or use --overwrite");
+        }
+        return resumeOrStart(work, job, resume, progress);
+    }
+
+    /**
+     * {@link #prepareOutput} for a single-file output: a file at the URI is a finished output (it is renamed into
+     * place last); the work directory beside it marks an unfinished run.
+     */
+    private static int prepareFileOutput(Storage storage, WorkDir work, QuantizeJob job, boolean resume,
+            boolean overwrite, Progress progress) {
+        String out = job.output();
+        if (storage.exists(out) && storage.isDirectory(out)) {
+            throw SparkQuantException.badInput(out + " is a directory; a GGUF output is a file URI such as "
+                    + Storage.resolve(out, "model.gguf"));
+        }
+        if (storage.exists(out) && !overwrite) {
+            throw SparkQuantException.badInput(out + " already exists; use --overwrite to replace it");
+        }
+        if (overwrite) {
+            storage.delete(out);
+            storage.delete(out + GgufTarget.SHA256_SUFFIX);
+            storage.delete(out + GgufTarget.REPORT_SUFFIX);
+            work.deleteAll();
+        }
+        return resumeOrStart(work, job, resume, progress);
+    }
+
+    private static int resumeOrStart(WorkDir work, QuantizeJob job, boolean resume, Progress progress) {
+        String out = job.output();
+        boolean partial = work.exists(RUN);
         if (partial && !resume) {
             throw SparkQuantException.badInput(out + " holds an unfinished run; add --resume to continue it or "
                     + "--overwrite to start over");
@@ -172,10 +266,7 @@ public final class QuantizePipeline {
             progress.resumedAt(done);
             return done;
         }
-        if (storage.exists(out) && storage.isDirectory(out) && !storage.list(out).isEmpty()) {
-            throw SparkQuantException.badInput(out + " is not empty; choose a new directory or use --overwrite");
-        }
-        storage.mkdirs(work.root());
+        work.mkdirs();
         work.replace(RUN, job.describe());
         return 0;
     }
@@ -191,9 +282,9 @@ public final class QuantizePipeline {
 
     // ------------------------------------------------------------------ GPTQ, layer by layer
 
-    private static void runGptq(JavaSparkContext jsc, ModelSource source, WorkDir work, QuantizeJob job,
-            ModelInventory inventory, List<String> quantizedNames, int layersDone, Supplier<List<int[]>> calibration,
-            Progress progress, Map<String, InputSummary> inputs) {
+    private static void runLayers(JavaSparkContext jsc, ModelSource source, WorkDir work, QuantizeJob job,
+            ModelInventory inventory, List<String> quantizedNames, HashMap<String, GgmlType> types, int layersDone,
+            Supplier<List<int[]>> calibration, Progress progress, Map<String, InputSummary> inputs) {
         int layers = source.config().numLayers();
         int partitions;
         JavaRDD<SampleState> states;
@@ -232,7 +323,7 @@ public final class QuantizePipeline {
                 inputs.putAll(hessians(jsc, source, work, job, states, layer, done, needed));
                 List<ModuleBlocks.Block> blocks = blocksOf(modules);
                 progress.step(layer, label + " · quantize " + blocks.size() + " blocks");
-                quantizeBlocks(jsc, source, work, job, blocks);
+                quantizeBlocks(jsc, source, work, job, types, blocks);
                 if (job.trueSequential()) {
                     done.addAll(modules);
                 }
@@ -401,7 +492,7 @@ public final class QuantizePipeline {
             HessianExport.write(source.storage(), job.saveHessians(), layer, input, h);
         }
         InputSummary summary = new InputSummary(input, h.columns(), h.sequences(), h.tokens(),
-                prep.dampPercentUsed(), prep.deadCount());
+                prep.dampPercentUsed(), prep.deadCount(), h.diagonal());
         work.writeOnce(summaryPath(layer, input), Staged.object(summary));
         return summary;
     }
@@ -429,7 +520,7 @@ public final class QuantizePipeline {
     }
 
     private static List<BlockStats> quantizeBlocks(JavaSparkContext jsc, ModelSource source, WorkDir work,
-            QuantizeJob job, List<ModuleBlocks.Block> blocks) {
+            QuantizeJob job, HashMap<String, GgmlType> types, List<ModuleBlocks.Block> blocks) {
         if (blocks.isEmpty()) {
             return List.of();
         }
@@ -438,12 +529,12 @@ public final class QuantizePipeline {
             indexed.add(new Tuple2<>(i, blocks.get(i)));
         }
         return jsc.parallelize(indexed, blocks.size())
-                .map(b -> quantizeBlock(source, work, job, b._1(), b._2()))
+                .map(b -> quantizeBlock(source, work, job, types, b._1(), b._2()))
                 .collect();
     }
 
-    private static BlockStats quantizeBlock(ModelSource source, WorkDir work, QuantizeJob job, int index,
-            ModuleBlocks.Block block) {
+    private static BlockStats quantizeBlock(ModelSource source, WorkDir work, QuantizeJob job,
+            Map<String, GgmlType> types, int index, ModuleBlocks.Block block) {
         Storage storage = source.storage();
         if (work.exists(block.stagedPath())) {
             StagedBlock staged = Staged.readObject(storage, work.path(block.stagedPath()));
@@ -452,22 +543,40 @@ public final class QuantizePipeline {
         LinearModule m = block.module();
         float[] rows = source.open().store().readRows(m.weight(), block.r0(), block.r1());
         long t0 = System.nanoTime();
-        QuantizedRows q;
+        QuantizedRows q = null;
+        GgmlQuantizedRows g = null;
         double hessianError = Double.NaN;
         double rtnError = Double.NaN;
         double loss = Double.NaN;
-        if (job.method() == QuantizeJob.Method.GPTQ) {
+        boolean gptq = job.method() == QuantizeJob.Method.GPTQ;
+        GgmlType type = types.get(m.name());
+        if (job.layerwise()) {
             int layer = m.layer();
             Input input = m.input();
-            GptqPreparation prep = ExecutorCache.slot("prep:" + input, work.path(prepPath(layer, input)),
-                    () -> Staged.readObject(storage, work.path(prepPath(layer, input))));
-            q = Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant());
             Hessian h = ExecutorCache.slot("hessian:" + input, work.path(hessianPath(layer, input)),
                     () -> Staged.readObject(storage, work.path(hessianPath(layer, input))));
-            hessianError = sum(Gptq.hessianError(h, rows, q.dequantized(), block.rows()));
-            QuantizedRows rtn = Gptq.rtn(rows, block.rows(), m.inFeatures(), job.quant());
-            rtnError = sum(Gptq.hessianError(h, rows, rtn.dequantized(), block.rows()));
-            loss = sum(q.losses());
+            GptqPreparation prep = !gptq ? null : ExecutorCache.slot("prep:" + input, work.path(prepPath(layer, input)),
+                    () -> Staged.readObject(storage, work.path(prepPath(layer, input))));
+            float[] rtnDeq;
+            float[] deq;
+            if (job.gguf()) {
+                float[] importance = job.hessianImportance() ? GgmlGptq.hessianDiagonalImportance(h) : null;
+                GgmlQuantizedRows rtn = GgmlGptq.rtn(rows, block.rows(), m.inFeatures(), type, importance);
+                g = gptq ? GgmlGptq.quantize(rows, block.rows(), block.r0(), prep, type, importance) : rtn;
+                rtnDeq = rtn.dequantized();
+                deq = g.dequantized();
+                loss = gptq ? sum(g.losses()) : Double.NaN;
+            } else {
+                QuantizedRows rtn = Gptq.rtn(rows, block.rows(), m.inFeatures(), job.quant());
+                q = gptq ? Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant()) : rtn;
+                rtnDeq = rtn.dequantized();
+                deq = q.dequantized();
+                loss = gptq ? sum(q.losses()) : Double.NaN;
+            }
+            hessianError = sum(Gptq.hessianError(h, rows, deq, block.rows()));
+            rtnError = gptq ? sum(Gptq.hessianError(h, rows, rtnDeq, block.rows())) : hessianError;
+        } else if (job.gguf()) {
+            g = GgmlGptq.rtn(rows, block.rows(), m.inFeatures(), type, null);
         } else {
             q = Gptq.rtn(rows, block.rows(), m.inFeatures(), job.quant());
         }
@@ -477,7 +586,7 @@ public final class QuantizePipeline {
             throw new IllegalStateException("injected failure of block " + index + " (test hook)");
         }
         BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), loss, hessianError, rtnError, seconds);
-        work.writeOnce(block.stagedPath(), Staged.object(new StagedBlock(q, stats)));
+        work.writeOnce(block.stagedPath(), Staged.object(new StagedBlock(q, g, stats)));
         return stats;
     }
 
@@ -499,7 +608,7 @@ public final class QuantizePipeline {
                 float[] weight = new float[m.outFeatures() * m.inFeatures()];
                 for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {
                     StagedBlock staged = Staged.readObject(source.storage(), work.path(b.stagedPath()));
-                    System.arraycopy(staged.rows().dequantized(), 0, weight, b.r0() * m.inFeatures(),
+                    System.arraycopy(staged.dequantized(), 0, weight, b.r0() * m.inFeatures(),
                             b.rows() * m.inFeatures());
                 }
                 float[] bias = m.bias() ? source.open().store().readFloats(m.biasName()) : null;
@@ -552,13 +661,13 @@ public final class QuantizePipeline {
     }
 
     private static List<ModuleReport> report(Storage storage, WorkDir work, QuantizeJob job, ModelInventory inventory,
-            List<String> quantizedNames, Map<String, InputSummary> inputs) {
+            List<String> quantizedNames, Map<String, GgmlType> types, Map<String, InputSummary> inputs) {
         List<ModuleReport> out = new ArrayList<>();
         for (List<LinearModule> layer : inventory.layers()) {
             for (LinearModule m : layer) {
                 if (!quantizedNames.contains(m.name())) {
                     out.add(new ModuleReport(m.name(), m.layer(), m.outFeatures(), m.inFeatures(), false, 0, 0,
-                            Double.NaN, Double.NaN, Double.NaN, Double.NaN, 0));
+                            null, Double.NaN, Double.NaN, Double.NaN, Double.NaN, 0));
                     continue;
                 }
                 double loss = 0;
@@ -573,12 +682,14 @@ public final class QuantizePipeline {
                     seconds += s.seconds();
                 }
                 InputSummary in = inputs.get(m.layer() + "/" + m.input());
-                if (in == null && job.method() == QuantizeJob.Method.GPTQ
-                        && work.exists(summaryPath(m.layer(), m.input()))) {
+                if (in == null && job.layerwise() && work.exists(summaryPath(m.layer(), m.input()))) {
                     in = Staged.readObject(storage, work.path(summaryPath(m.layer(), m.input())));
                 }
+                GgmlType type = types.get(m.name());
+                boolean gptq = job.method() == QuantizeJob.Method.GPTQ;
                 out.add(new ModuleReport(m.name(), m.layer(), m.outFeatures(), m.inFeatures(), true,
-                        job.quant().bits(), job.quant().groupSize(), in == null ? Double.NaN : in.dampPercentUsed(),
+                        type != null ? 0 : job.quant().bits(), type != null ? 0 : job.quant().groupSize(),
+                        type == null ? null : type.name(), in == null || !gptq ? Double.NaN : in.dampPercentUsed(),
                         loss, err, rtn, seconds));
             }
         }
@@ -586,12 +697,17 @@ public final class QuantizePipeline {
         return out;
     }
 
-    private static void writeReport(Storage storage, QuantizeJob job, List<ModuleReport> report,
+    private static void writeReport(Storage storage, QuantizeJob job, String uri, List<ModuleReport> report,
             Map<String, Double> phases) {
         ObjectMapper mapper = new ObjectMapper();
         var root = mapper.createObjectNode();
         root.put("format", "sparkquant-report-v1");
         root.put("method", job.method().name().toLowerCase(java.util.Locale.ROOT));
+        root.put("output_format", job.gguf() ? "gguf" : "gptq");
+        if (job.gguf()) {
+            root.put("gguf_type", job.ggufType().name());
+            root.put("importance", job.hessianImportance() ? "hessian-diag" : "none");
+        }
         root.set("settings", mapper.valueToTree(job.quant()));
         root.put("samples", job.samples());
         root.put("seq_len", job.seqLen());
@@ -604,9 +720,13 @@ public final class QuantizePipeline {
             n.put("rows", r.rows());
             n.put("cols", r.cols());
             n.put("quantized", r.quantized());
-            if (r.quantized()) {
+            if (r.quantized() && r.ggmlType() != null) {
+                n.put("ggml_type", r.ggmlType());
+            } else if (r.quantized()) {
                 n.put("bits", r.bits());
                 n.put("group_size", r.groupSize());
+            }
+            if (r.quantized()) {
                 putNumber(n, "damp_percent", r.dampPercent());
                 putNumber(n, "loss", r.loss());
                 putNumber(n, "hessian_error", r.hessianError());
@@ -615,7 +735,7 @@ public final class QuantizePipeline {
             }
         }
         try {
-            storage.writeString(Storage.resolve(job.output(), REPORT),
+            storage.writeString(uri,
                     mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root) + "\n");
         } catch (Exception e) {
             throw SparkQuantException.internal("cannot write the report: " + e.getMessage(), e);

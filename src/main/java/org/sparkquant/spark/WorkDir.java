@@ -21,9 +21,19 @@ public final class WorkDir implements Serializable {
     private final Storage storage;
     private final String root;
 
+    /** The work directory of an output directory: {@code OUTPUT/_work}. */
     public WorkDir(Storage storage, String output) {
+        this(storage, output, false);
+    }
+
+    private WorkDir(Storage storage, String output, boolean file) {
         this.storage = storage;
-        this.root = Storage.resolve(output, NAME);
+        this.root = file ? output + "." + NAME : Storage.resolve(output, NAME);
+    }
+
+    /** The work directory of a single-file output (a GGUF file): {@code OUTPUT._work}, beside it. */
+    public static WorkDir forFile(Storage storage, String output) {
+        return new WorkDir(storage, output, true);
     }
 
     public String root() {
@@ -85,6 +95,10 @@ public final class WorkDir implements Serializable {
 
     public void delete(String relative) {
         storage.delete(path(relative));
+    }
+
+    public void mkdirs() {
+        storage.mkdirs(root);
     }
 
     public void deleteAll() {

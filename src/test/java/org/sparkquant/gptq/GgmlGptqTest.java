@@ -173,7 +173,7 @@ class GgmlGptqTest {
     @Test
     void anyRowPartitionGivesIdenticalResults() {
         int cols = 512;
-        int rows = 150;
+        int rows = 300; // crosses a boundary of the 256-row gemm grid
         Hessian h = correlatedHessian(cols, 768, 21);
         float[] w = weights(rows, cols, 22);
         float[] imp = GgmlGptq.hessianDiagonalImportance(h);
@@ -182,12 +182,12 @@ class GgmlGptqTest {
             for (GgmlType type : List.of(GgmlType.Q4_K, GgmlType.Q2_K, GgmlType.Q6_K, GgmlType.Q4_0, GgmlType.Q5_1)) {
                 for (float[] importance : Arrays.asList(null, imp)) {
                     GgmlQuantizedRows all = GgmlGptq.quantize(w, rows, prep, type, importance);
-                    for (int block : new int[] {1, 7, 64, 65}) {
+                    for (int block : new int[] {1, 7, 64, 65, 256}) {
                         List<GgmlQuantizedRows> parts = new ArrayList<>();
                         for (int r0 = 0; r0 < rows; r0 += block) {
                             int m = Math.min(block, rows - r0);
-                            parts.add(GgmlGptq.quantize(Arrays.copyOfRange(w, r0 * cols, (r0 + m) * cols), m, prep,
-                                    type, importance));
+                            parts.add(GgmlGptq.quantize(Arrays.copyOfRange(w, r0 * cols, (r0 + m) * cols), m, r0,
+                                    prep, type, importance));
                         }
                         GgmlQuantizedRows stacked = GgmlQuantizedRows.stack(parts);
                         String what = type + " " + p + (importance == null ? "" : " imp") + " blocks of " + block;
