@@ -12,6 +12,18 @@ public record CliRun(int exitCode, String out, String err) {
         return new CliRun(code, out.toString(), err.toString());
     }
 
+    /** {@code sparkquant eval} of a model on a text; fails the test unless it succeeds. */
+    public static double perplexity(java.nio.file.Path model, java.nio.file.Path text, int seqLen, int maxWindows,
+            String... extra) {
+        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("eval", "--model", model.toString(),
+                "--data", text.toString(), "--seq-len", Integer.toString(seqLen), "--max-windows",
+                Integer.toString(maxWindows)));
+        args.addAll(java.util.List.of(extra));
+        CliRun run = of(args.toArray(String[]::new));
+        org.junit.jupiter.api.Assertions.assertEquals(0, run.exitCode(), run.err());
+        return Double.parseDouble(run.lastLine().substring("perplexity: ".length()));
+    }
+
     /** The last non-empty line of stdout. */
     public String lastLine() {
         String[] lines = out.strip().split("\n");

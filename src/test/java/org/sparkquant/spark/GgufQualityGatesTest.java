@@ -35,12 +35,7 @@ class GgufQualityGatesTest {
     }
 
     private static double ppl(Path model, Path text) {
-        List<String> args = new ArrayList<>(List.of("eval", "--model", model.toString(), "--data", text.toString(),
-                "--seq-len", "512", "--max-windows", "8"));
-        args.addAll(List.of(SPARK));
-        CliRun run = CliRun.of(args.toArray(String[]::new));
-        assertEquals(0, run.exitCode(), run.err());
-        return Double.parseDouble(run.lastLine().substring("perplexity: ".length()));
+        return CliRun.perplexity(model, text, 512, 8, SPARK);
     }
 
     @Test

@@ -15,11 +15,11 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.SplittableRandom;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparkquant.cli.CliRun;
@@ -38,6 +38,7 @@ import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.SyntheticModel;
 import org.sparkquant.testing.TestPython;
+import org.sparkquant.testing.TestText;
 
 /**
  * {@code quantize --format gguf} end to end on generated models: GPTQ over ggml grids on the executors, assembled
@@ -62,17 +63,9 @@ class GgufQuantizeTest {
         tiny = tmp.resolve("tiny");
         SyntheticModel.write(Storage.local(), tiny.toString(), SyntheticModel.Preset.TINY, 2, DType.BF16, 6,
                 1L << 30);
-        StringBuilder sb = new StringBuilder();
-        SplittableRandom r = new SplittableRandom(9);
-        String[] words = {"river", "stone", "light", "quant", "block", "scale", "grid", "error", "feed", "back"};
-        for (int line = 0; line < 200; line++) {
-            for (int w = 0; w < 10; w++) {
-                sb.append(words[r.nextInt(words.length)]).append(w == 9 ? "." : " ");
-            }
-            sb.append('\n');
-        }
         calib = tmp.resolve("calib.txt");
-        Files.writeString(calib, sb);
+        Files.writeString(calib, TestText.sentences(9, 200, "river", "stone", "light", "quant", "block", "scale",
+                "grid", "error", "feed", "back"));
     }
 
     static CliRun quantize(Path model, Path out, String master, String... extra) {
@@ -174,6 +167,29 @@ class GgufQuantizeTest {
         Files.write(bad, corrupt);
         Files.writeString(Path.of(bad + ".sha256"), Files.readString(Path.of(one + ".sha256")));
         assertEquals(2, CliRun.of("verify", "--model", bad.toString()).exitCode());
+    }
+
+    /**
+     * A q_proj of 2560 rows is staged as blocks of 1024 rows (8 heads of 128), so the assembly reads several blocks
+     * of a row-permuted tensor; RTN lets the test compare with the exporter byte for byte.
+     */
+    @Test
+    void multiBlockPermutedTensorsAreAssembledInGgufRowOrder() throws Exception {
+        Path wide = tmp.resolve("wide");
+        SyntheticModel.write(Storage.local(), wide.toString(),
+                new SyntheticModel.Shape(2560, 256, 1, 20, 4, 512, 10000.0, true), DType.BF16, 3, 1L << 30);
+        Path out = tmp.resolve("wide.gguf");
+        CliRun run = quantize(wide, out, "local[2]", "--gguf-type", "Q4_K_M");
+        assertEquals(0, run.exitCode(), run.err());
+        try (TensorStore store = TensorStore.open(Storage.local(), wide.toString())) {
+            var q = org.sparkquant.model.ModelInventory.of(org.sparkquant.model.ModelConfig.load(Storage.local(),
+                    wide.toString()), store).layer(0).stream().filter(m -> m.kind().contains("q_proj")).findFirst()
+                    .orElseThrow();
+            assertEquals(3, ModuleBlocks.of(q).blocks().size(), "q_proj staged in several blocks");
+            ByteArrayOutputStream expected = new ByteArrayOutputStream();
+            exporter(wide, store, LlamaFileType.Q4_K_M, false).write(expected, new RtnProducer(store));
+            assertArrayEquals(expected.toByteArray(), bytes(out));
+        }
     }
 
     /** Without calibration the pipeline quantizes with ggml's reference quantizers: llama-quantize's exact bytes. */
@@ -293,6 +309,20 @@ class GgufQuantizeTest {
                 assertArrayEquals(py, r.readFloats(t.name()), t.name());
             }
         }
+    }
+
+    /** Two executor JVMs write the same bytes as the driver's own local[2]. */
+    @Test
+    @Tag("cluster")
+    void multiJvmClusterGivesTheSameBytes() throws Exception {
+        Path local = tmp.resolve("cluster-ref.gguf");
+        assertEquals(0, quantize(small, local, "local[2]", "--gguf-type", "Q4_K_M", "--calibration",
+                calib.toString()).exitCode());
+        Path cluster = tmp.resolve("cluster.gguf");
+        CliRun run = quantize(small, cluster, "local-cluster[2,1,1024]", "--gguf-type", "Q4_K_M", "--calibration",
+                calib.toString(), "--conf", "spark.executor.extraClassPath=" + System.getProperty("java.class.path"));
+        assertEquals(0, run.exitCode(), run.err());
+        assertArrayEquals(bytes(local), bytes(cluster));
     }
 
     @Test

@@ -36,13 +36,8 @@ class QualityGatesTest {
         return CliRun.of(args.toArray(String[]::new));
     }
 
-    private double ppl(Path model, Path text) {
-        List<String> args = new ArrayList<>(List.of("eval", "--model", model.toString(), "--data", text.toString(),
-                "--seq-len", "512", "--max-windows", "8"));
-        args.addAll(List.of(SPARK));
-        CliRun run = CliRun.of(args.toArray(String[]::new));
-        assertEquals(0, run.exitCode(), run.err());
-        return Double.parseDouble(run.lastLine().substring("perplexity: ".length()));
+    private static double ppl(Path model, Path text) {
+        return CliRun.perplexity(model, text, 512, 8, SPARK);
     }
 
     private static void assertGptqBeatsRtnPerModule(Path out) throws Exception {

@@ -9,7 +9,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
-import java.util.SplittableRandom;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -23,6 +22,7 @@ import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.SyntheticModel;
 import org.sparkquant.testing.OutputFiles;
+import org.sparkquant.testing.TestText;
 
 /** The distributed pipeline end to end on a generated model: determinism, retries, resume, output contract. */
 class QuantizePipelineTest {
@@ -39,17 +39,9 @@ class QuantizePipelineTest {
         model = tmp.resolve("model");
         SyntheticModel.write(Storage.local(), model.toString(), SyntheticModel.Preset.TINY, 2, DType.BF16, 11,
                 1L << 30);
-        StringBuilder sb = new StringBuilder();
-        SplittableRandom r = new SplittableRandom(4);
-        String[] words = {"alpha", "beta", "gamma", "delta", "spark", "layer", "quantize", "hessian", "token", "ok"};
-        for (int line = 0; line < 200; line++) {
-            for (int w = 0; w < 10; w++) {
-                sb.append(words[r.nextInt(words.length)]).append(w == 9 ? "." : " ");
-            }
-            sb.append('\n');
-        }
         calib = tmp.resolve("calib.txt");
-        Files.writeString(calib, sb);
+        Files.writeString(calib, TestText.sentences(4, 200, "alpha", "beta", "gamma", "delta", "spark", "layer",
+                "quantize", "hessian", "token", "ok"));
     }
 
     static CliRun quantize(Path out, String master, String... extra) {

@@ -39,10 +39,10 @@ class QuantizeS3Test {
         return args;
     }
 
-    private CliRun quantize(String model, String calibration, String output) {
+    private CliRun quantize(String model, String calibration, String output, String... extra) {
         List<String> args = new ArrayList<>(List.of("quantize", "--model", model, "--output", output,
-                "--calibration", calibration, "--samples", "6", "--seq-len", "32", "--samples-per-partition", "2",
-                "--group-size", "32"));
+                "--calibration", calibration, "--samples", "6", "--seq-len", "32", "--samples-per-partition", "2"));
+        args.addAll(List.of(extra));
         args.addAll(conf());
         return CliRun.of(args.toArray(String[]::new));
     }
@@ -62,7 +62,7 @@ class QuantizeS3Test {
         Files.writeString(localCalibration, text);
 
         String output = S3.uri("out/tiny-gptq");
-        CliRun run = quantize(model, calibration, output);
+        CliRun run = quantize(model, calibration, output, "--group-size", "32");
         assertEquals(0, run.exitCode(), run.err());
         assertFalse(run.err().contains(MotoS3.SECRET_KEY), "the secret key must never be printed");
         assertTrue(s3.exists(output + "/_SUCCESS"));
@@ -73,7 +73,8 @@ class QuantizeS3Test {
         assertEquals(0, CliRun.of(verify.toArray(String[]::new)).exitCode());
 
         Path local = tmp.resolve("local-out");
-        CliRun localRun = quantize(localModel.toString(), localCalibration.toString(), local.toString());
+        CliRun localRun = quantize(localModel.toString(), localCalibration.toString(), local.toString(),
+                "--group-size", "32");
         assertEquals(0, localRun.exitCode(), localRun.err());
         List<String> files = OutputFiles.list(local, QuantizePipelineTest.TIMED);
         assertTrue(files.contains("model.safetensors") && files.contains("config.json"), files.toString());
@@ -81,5 +82,21 @@ class QuantizeS3Test {
             assertArrayEquals(Files.readAllBytes(local.resolve(file)), s3.readAll(output + "/" + file),
                     file + " differs between the s3a and the local run");
         }
+
+        // a GGUF file on s3a: written under a temporary name, renamed into place, the same bytes as a local run
+        String gguf = S3.uri("out/tiny-Q4_K_M.gguf");
+        CliRun g = quantize(model, calibration, gguf, "--gguf-type", "Q4_K_M");
+        assertEquals(0, g.exitCode(), g.err());
+        assertFalse(s3.exists(gguf + "._work"));
+        assertTrue(s3.exists(gguf + ".sha256"));
+        List<String> verifyGguf = new ArrayList<>(List.of("verify", "--model", gguf));
+        verifyGguf.addAll(conf());
+        CliRun v = CliRun.of(verifyGguf.toArray(String[]::new));
+        assertEquals(0, v.exitCode(), v.err());
+        Path localGguf = tmp.resolve("tiny-Q4_K_M.gguf");
+        CliRun lg = quantize(localModel.toString(), localCalibration.toString(), localGguf.toString(), "--gguf-type",
+                "Q4_K_M");
+        assertEquals(0, lg.exitCode(), lg.err());
+        assertArrayEquals(Files.readAllBytes(localGguf), s3.readAll(gguf), "GGUF differs between s3a and local");
     }
 }
