@@ -216,14 +216,13 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .withPrecision(p);
         Storage storage = common.storage();
         ModelConfig config = ModelConfig.load(storage, model);
-        boolean layerwise = m == QuantizeJob.Method.GPTQ || hessianImportance || exportImatrix != null;
         QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
-                layerwise ? calibration : null, samples, seqLen, seed, samplesPerPartition,
+                QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, samples, seqLen, seed, samplesPerPartition,
                 saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
                 exportImatrix, failBlock, stopAfterLayer);
         if (gguf && m == QuantizeJob.Method.RTN && method == null) {
-            spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + fileType + " with round-to-nearest "
-                    + "(llama-quantize's reference quantizers)");
+            spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + fileType
+                    + " with round-to-nearest (llama-quantize's reference quantizers)");
         }
 
         SparkSession spark = SparkSessions.create("sparkquant quantize", common.settings());

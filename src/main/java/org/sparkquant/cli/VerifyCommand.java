@@ -28,7 +28,8 @@ public final class VerifyCommand implements Callable<Integer> {
     @Mixin
     CommonOptions common;
 
-    @Option(names = "--model", required = true, paramLabel = "URI", description = "Output directory or GGUF file to verify.")
+    @Option(names = "--model", required = true, paramLabel = "URI",
+            description = "Output directory or GGUF file to verify.")
     String model;
 
     @Override
@@ -46,7 +47,8 @@ public final class VerifyCommand implements Callable<Integer> {
             problems.forEach(p -> err.println("sparkquant: " + p));
             throw SparkQuantException.badInput(model + ": " + problems.size() + " file(s) do not match the manifest");
         }
-        out.println("verified " + model + (file ? ": matches its .sha256" : ": all files match " + OutputManifest.FILE));
+        out.println("verified " + model + (file ? ": matches its " + OutputManifest.FILE_CHECKSUM_SUFFIX
+                : ": all files match " + OutputManifest.FILE));
         return 0;
     }
 }

@@ -24,6 +24,8 @@ import org.sparkquant.SparkQuantException;
 public final class OutputManifest {
     public static final String FILE = "_SUCCESS";
     public static final String FORMAT = "sparkquant-manifest-v1";
+    /** Suffix of a single-file output's checksum file ({@code sha256sum} format). */
+    public static final String FILE_CHECKSUM_SUFFIX = ".sha256";
 
     public record Entry(String file, long size, String sha256) {}
 
@@ -97,11 +99,20 @@ public final class OutputManifest {
     }
 
     /**
+     * Writes {@code FILE.sha256} of a single-file output (a GGUF file) whose SHA-256 was computed while it was
+     * written under a temporary name; {@code uri} is the name it will have.
+     */
+    public static void writeFileChecksum(Storage storage, String uri, byte[] sha256) {
+        storage.writeString(uri + FILE_CHECKSUM_SUFFIX, HexFormat.of().formatHex(sha256) + "  "
+                + Storage.path(uri).getName() + "\n");
+    }
+
+    /**
      * Problems of a single-file output (a GGUF file) against its {@code FILE.sha256} ({@code sha256sum} format,
      * written before the file was renamed into place); empty when it matches.
      */
     public static List<String> verifyFile(Storage storage, String uri) {
-        String sidecar = uri + ".sha256";
+        String sidecar = uri + FILE_CHECKSUM_SUFFIX;
         if (!storage.exists(sidecar)) {
             throw SparkQuantException.badInput(uri + ": no " + sidecar + " (not written by sparkquant quantize, or "
                     + "not finished)");
@@ -112,9 +123,8 @@ public final class OutputManifest {
         if (!expected.matches("[0-9a-f]{64}")) {
             throw SparkQuantException.badInput(sidecar + ": not a sha256sum line");
         }
-        int slash = uri.lastIndexOf('/');
-        String name = uri.substring(slash + 1);
-        Entry actual = entry(storage, slash < 0 ? "." : uri.substring(0, slash), name);
+        String name = Storage.path(uri).getName();
+        Entry actual = entry(uri, name, storage);
         if (!actual.sha256().equals(expected)) {
             return List.of(name + ": sha256 " + actual.sha256() + ", " + sidecar + " says " + expected);
         }
@@ -139,7 +149,11 @@ public final class OutputManifest {
     }
 
     private static Entry entry(Storage storage, String directory, String file) {
-        String uri = Storage.resolve(directory, file);
+        return entry(Storage.resolve(directory, file), file, storage);
+    }
+
+    /** Size and SHA-256 of the file at {@code uri}, listed as {@code file}. */
+    private static Entry entry(String uri, String file, Storage storage) {
         MessageDigest sha;
         try {
             sha = MessageDigest.getInstance("SHA-256");

@@ -7,7 +7,6 @@ import java.security.DigestOutputStream;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HashMap;
-import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -24,6 +23,7 @@ import org.sparkquant.format.gguf.GgufRecipe;
 import org.sparkquant.format.gguf.RtnProducer;
 import org.sparkquant.format.gguf.TensorProducer;
 import org.sparkquant.gptq.GgmlQuantizedRows;
+import org.sparkquant.io.OutputManifest;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
@@ -42,7 +42,6 @@ import org.sparkquant.model.ModelInventory;
  */
 final class GgufTarget {
     static final String REPORT_SUFFIX = ".report.json";
-    static final String SHA256_SUFFIX = ".sha256";
 
     private GgufTarget() {}
 
@@ -160,20 +159,16 @@ final class GgufTarget {
                 storage.delete(temp);
             }
         }
-        if (storage.length(temp) != size) {
+        long written = storage.length(temp);
+        if (written != size) {
             storage.delete(temp);
-            throw SparkQuantException.internal(temp + " has " + storage.length(temp) + " bytes, expected " + size, null);
+            throw SparkQuantException.internal(temp + " has " + written + " bytes, expected " + size, null);
         }
-        storage.writeString(out + SHA256_SUFFIX, HexFormat.of().formatHex(sha.digest()) + "  " + fileName(out) + "\n");
+        OutputManifest.writeFileChecksum(storage, out, sha.digest());
         beforeCommit.run();
         storage.delete(out);
         storage.rename(temp, out);
         return size;
-    }
-
-    static String fileName(String uri) {
-        String s = uri.endsWith("/") ? uri.substring(0, uri.length() - 1) : uri;
-        return s.substring(s.lastIndexOf('/') + 1);
     }
 
     /**

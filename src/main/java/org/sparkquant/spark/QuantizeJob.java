@@ -51,6 +51,11 @@ public record QuantizeJob(
 
     /** Whether the run needs calibration data and the layer-by-layer Hessian pass. */
     public boolean layerwise() {
+        return layerwise(method, hessianImportance, exportImatrix);
+    }
+
+    /** {@link #layerwise()} of a job with these settings (before the job exists: it decides its calibration). */
+    public static boolean layerwise(Method method, boolean hessianImportance, String exportImatrix) {
         return method == Method.GPTQ || hessianImportance || exportImatrix != null;
     }
 

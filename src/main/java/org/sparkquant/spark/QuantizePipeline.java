@@ -233,7 +233,7 @@ public final class QuantizePipeline {
         }
         if (overwrite) {
             storage.delete(out);
-            storage.delete(out + GgufTarget.SHA256_SUFFIX);
+            storage.delete(out + OutputManifest.FILE_CHECKSUM_SUFFIX);
             storage.delete(out + GgufTarget.REPORT_SUFFIX);
             work.deleteAll();
         }
@@ -681,10 +681,7 @@ public final class QuantizePipeline {
                     rtn += s.rtnError();
                     seconds += s.seconds();
                 }
-                InputSummary in = inputs.get(m.layer() + "/" + m.input());
-                if (in == null && job.layerwise() && work.exists(summaryPath(m.layer(), m.input()))) {
-                    in = Staged.readObject(storage, work.path(summaryPath(m.layer(), m.input())));
-                }
+                InputSummary in = inputs.get(m.layer() + "/" + m.input()); // loadSummaries filled it
                 GgmlType type = types.get(m.name());
                 boolean gptq = job.method() == QuantizeJob.Method.GPTQ;
                 out.add(new ModuleReport(m.name(), m.layer(), m.outFeatures(), m.inFeatures(), true,
