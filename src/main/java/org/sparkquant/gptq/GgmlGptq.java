@@ -7,7 +7,6 @@ import static org.bytedeco.openblas.global.openblas.cblas_sgemm;
 
 import java.nio.DoubleBuffer;
 import java.nio.FloatBuffer;
-import java.util.stream.IntStream;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
@@ -272,7 +271,7 @@ public final class GgmlGptq {
                     err64 = new DoublePointer(errSize).zero();
                     hb64 = new DoublePointer((long) batch * n);
                 }
-                IntStream.range(0, m).parallel().forEach(this::loadRow);
+                Parallel.forEach(m, this::loadRow);
                 for (int i1 = 0; i1 < n; i1 += batch) {
                     batch(i1, Math.min(n, i1 + batch), err32, err64, hb32, hb64);
                 }
@@ -339,7 +338,7 @@ public final class GgmlGptq {
             }
             FloatBuffer e32v = f32 ? err32.asBuffer() : null;
             DoubleBuffer e64v = f32 ? null : err64.asBuffer();
-            IntStream.range(0, m).parallel().forEach(r -> rowBatch(r, i1, i2, hd, e32v, e64v));
+            Parallel.forEach(m, r -> rowBatch(r, i1, i2, hd, e32v, e64v));
             if (i2 < n) {
                 // W[:, i2:] -= Err1 · U[i1:i2, i2:]
                 // in calls of exactly CALL_ROWS rows on the global grid: a row's bits never depend on its neighbours

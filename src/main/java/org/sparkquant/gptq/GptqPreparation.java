@@ -202,7 +202,7 @@ public final class GptqPreparation implements Serializable {
             int blocks = (n + bs - 1) / bs;
             float[][] h32 = f32 ? new float[blocks][] : null;
             double[][] h64 = f32 ? null : new double[blocks][];
-            IntStream.range(0, blocks).parallel().forEach(b -> extractBlock(work, n, bs, b, h32, h64));
+            Parallel.forEach(blocks, b -> extractBlock(work, n, bs, b, h32, h64));
             GptqPreparation prep = new GptqPreparation(config, n, perm, dead, percent,
                     f32 ? (float) (percent * mean) : used, h32, h64);
             prep.selfCheck(h, used);
@@ -225,7 +225,7 @@ public final class GptqPreparation implements Serializable {
             x[i] = rnd.nextDouble(-1, 1);
         }
         double[] y = new double[n]; // H̃·x in processing order
-        IntStream.range(0, n).parallel().forEach(p -> {
+        Parallel.forEach(n, p -> {
             double[] row = new double[n];
             h.row(perm[p], row);
             double s = 0;
@@ -236,7 +236,7 @@ public final class GptqPreparation implements Serializable {
         });
         int bs = config.blockSize();
         double[] z = new double[n]; // U·y, row p of U = block p/bs, offset (p − i1)·width + (q − i1)
-        IntStream.range(0, n).parallel().forEach(p -> {
+        Parallel.forEach(n, p -> {
             int b = p / bs;
             int i1 = b * bs;
             int base = (p - i1) * (n - i1) - i1;
@@ -277,7 +277,7 @@ public final class GptqPreparation implements Serializable {
         int n = h.columns();
         float dampF = (float) damp;
         int strip = 64;
-        IntStream.range(0, (n + strip - 1) / strip).parallel().forEach(s -> {
+        Parallel.forEach((n + strip - 1) / strip, s -> {
             double[] row = new double[n];
             float[] col32 = f32 ? new float[n] : null;
             double[] col64 = f32 ? null : new double[n];

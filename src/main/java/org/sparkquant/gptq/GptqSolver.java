@@ -7,7 +7,6 @@ import static org.bytedeco.openblas.global.openblas.cblas_sgemm;
 
 import java.nio.DoubleBuffer;
 import java.nio.FloatBuffer;
-import java.util.stream.IntStream;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.sparkquant.SparkQuantException;
@@ -154,7 +153,7 @@ final class GptqSolver {
                 w64v = w64.asBuffer();
             }
             try {
-                IntStream.range(0, m).parallel().forEach(this::loadRow);
+                Parallel.forEach(m, this::loadRow);
                 int bs = cfg.blockSize();
                 long errSize = (long) padded * bs;
                 FloatPointer err32 = f32 ? new FloatPointer(errSize).zero() : null;
@@ -239,8 +238,8 @@ final class GptqSolver {
                     System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
                 }
                 FloatBuffer ev = err32.asBuffer();
-                IntStream.range(0, (m + STRIP - 1) / STRIP).parallel()
-                        .forEach(t -> strip32(t * STRIP, Math.min(m, (t + 1) * STRIP), i1, i2, hd, ev));
+                Parallel.forEach((m + STRIP - 1) / STRIP,
+                        t -> strip32(t * STRIP, Math.min(m, (t + 1) * STRIP), i1, i2, hd, ev));
             } else {
                 double[] blk = prep.block64(b);
                 double[] hd = new double[cnt * cnt];
@@ -248,8 +247,8 @@ final class GptqSolver {
                     System.arraycopy(blk, i * width + i, hd, i * cnt + i, cnt - i);
                 }
                 DoubleBuffer ev = err64.asBuffer();
-                IntStream.range(0, (m + STRIP - 1) / STRIP).parallel()
-                        .forEach(t -> strip64(t * STRIP, Math.min(m, (t + 1) * STRIP), i1, i2, hd, ev));
+                Parallel.forEach((m + STRIP - 1) / STRIP,
+                        t -> strip64(t * STRIP, Math.min(m, (t + 1) * STRIP), i1, i2, hd, ev));
             }
             if (i2 < n) {
                 // W[:, i2:] -= Err1 · U[i1:i2, i2:], over the padded width (U's padding columns are zero)

@@ -16,7 +16,6 @@ import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Comparator;
 import java.util.List;
-import java.util.stream.IntStream;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -160,6 +159,8 @@ public final class HessianAccumulator implements Serializable {
         } else {
             addUnit(null, new DoublePointer(f.data().addressPointer()), t);
         }
+        // the pointer does not own f's memory, and f may be a temporary copy: it must outlive the native products
+        java.lang.ref.Reference.reachabilityFence(f);
         return this;
     }
 
@@ -238,7 +239,7 @@ public final class HessianAccumulator implements Serializable {
         long[] h = hi[b];
         long[] l = lo[b];
         int strip = 16;
-        IntStream.range(0, (rows + strip - 1) / strip).parallel().forEach(s -> {
+        Parallel.forEach((rows + strip - 1) / strip, s -> {
             double[] row = new double[width];
             float[] scratch = new float[width];
             for (int i = s * strip; i < Math.min(rows, (s + 1) * strip); i++) {

@@ -1,7 +1,6 @@
 package org.sparkquant.gptq;
 
 import java.util.Arrays;
-import java.util.stream.IntStream;
 import org.sparkquant.SparkQuantException;
 
 /**
@@ -26,7 +25,7 @@ public final class Rtn {
         float[] deq = new float[rows.length];
         float[] scales = new float[rowCount * groups];
         int[] zeros = new int[scales.length];
-        IntStream.range(0, rowCount).parallel().forEach(r -> {
+        Parallel.forEach(rowCount, r -> {
             double[] w = new double[n];
             double[] p = new double[2];
             for (int c = 0; c < n; c++) {
