@@ -66,12 +66,9 @@ class ParallelTest {
     void solversReportTheFirstBadRowWhateverTheScheduling() {
         int n = 64;
         QuantConfig cfg = QuantConfig.defaults();
-        GptqPreparation prep = Gptq.prepare(Hessian.of(identity(n), n), cfg);
+        GptqPreparation prep = Gptq.prepare(GgmlGptqTest.diagonalHessian(n, 0), cfg);
         int rows = 600;
-        float[] w = new float[rows * n];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) Math.sin(i);
-        }
+        float[] w = GgmlGptqTest.weights(rows, n, 3);
         w[517 * n + 2] = Float.NaN;
         w[300 * n + 9] = Float.POSITIVE_INFINITY;
         w[599 * n] = Float.NaN;
@@ -92,11 +89,8 @@ class ParallelTest {
     void aBadRowNeverLetsOtherRowsWriteFreedMemory() {
         int n = 512;
         QuantConfig cfg = QuantConfig.defaults();
-        GptqPreparation prep = Gptq.prepare(Hessian.of(identity(n), n), cfg);
-        float[] w = new float[2 * n];
-        for (int i = 0; i < w.length; i++) {
-            w[i] = (float) Math.sin(i);
-        }
+        GptqPreparation prep = Gptq.prepare(GgmlGptqTest.diagonalHessian(n, 0), cfg);
+        float[] w = GgmlGptqTest.weights(2, n, 4);
         w[n + 3] = Float.NaN;
         for (int k = 0; k < 1500; k++) {
             SparkQuantException e = assertThrows(SparkQuantException.class,
@@ -105,14 +99,6 @@ class ParallelTest {
             e = assertThrows(SparkQuantException.class, () -> Gptq.quantize(w, 2, prep, cfg));
             assertTrue(e.getMessage().contains("row 1 column 3"), e.getMessage());
         }
-    }
-
-    private static double[] identity(int n) {
-        double[] h = new double[n * n];
-        for (int i = 0; i < n; i++) {
-            h[i * n + i] = 1;
-        }
-        return h;
     }
 
     private static void sleep(long millis) {
