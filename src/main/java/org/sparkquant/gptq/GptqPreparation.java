@@ -1,11 +1,5 @@
 package org.sparkquant.gptq;
 
-import static org.bytedeco.openblas.global.openblas.LAPACKE_dpotrf;
-import static org.bytedeco.openblas.global.openblas.LAPACKE_dtrtri;
-import static org.bytedeco.openblas.global.openblas.LAPACKE_spotrf;
-import static org.bytedeco.openblas.global.openblas.LAPACKE_strtri;
-import static org.bytedeco.openblas.global.openblas.LAPACK_COL_MAJOR;
-
 import java.io.Serializable;
 import java.util.Arrays;
 import java.util.Comparator;
@@ -14,6 +8,8 @@ import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.linalg.OpenBlas;
+import org.sparkquant.linalg.UpperCholesky;
 
 /**
  * Everything GPTQ derives from a layer input's Hessian alone (step a), computed once and broadcast to the tasks
@@ -25,9 +21,11 @@ import org.sparkquant.SparkQuantException;
  * row-major, i.e. exactly the rows the lazy-batch update of block b reads, and half the memory of a square.
  *
  * <p><b>How U is computed.</b> AutoGPTQ runs cholesky(H) → cholesky_inverse → cholesky(upper), 4n³/3 flops. Here:
- * with J the index reversal, factor J·H·J = VᵀV (LAPACK potrf, upper); then H = R·Rᵀ with R = J·Vᵀ·J upper
- * triangular, so H⁻¹ = R⁻ᵀR⁻¹ and, by uniqueness of the Cholesky factor, U = R⁻¹ = J·V⁻ᵀ·J — one potrf and one
- * trtri, 2n³/3 flops, no explicit inverse. Both run in the configured precision (FP32 like the reference).
+ * with J the index reversal, factor J·H·J = VᵀV (upper Cholesky); then H = R·Rᵀ with R = J·Vᵀ·J upper
+ * triangular, so H⁻¹ = R⁻ᵀR⁻¹ and, by uniqueness of the Cholesky factor, U = R⁻¹ = J·V⁻ᵀ·J — one Cholesky and one
+ * triangular inverse, 2n³/3 flops, no explicit inverse. Both run in the configured precision (FP32 like the
+ * reference) with {@link UpperCholesky} (LAPACK's potrf/trtri from gemm and syrk: the bundled OpenBLAS's own are
+ * wrong with its AVX-512 kernels).
  *
  * <p><b>Act-order tie-break.</b> The permutation sorts diag(H) (fp64, after the dead-column fix) descending with a
  * <em>stable</em> sort: equal diagonals keep ascending column order (AutoGPTQ's {@code torch.argsort} is unstable,
@@ -36,7 +34,7 @@ import org.sparkquant.SparkQuantException;
  * <p><b>Damping.</b> H[i,i] += p·mean(diag H) with p = dampPercent; when the Cholesky factorization fails, p grows by
  * dampAutoIncrement and the factorization is retried from the undamped H while p &lt; 1 (GPTQModel's rule).
  *
- * <p><b>Reproducibility.</b> LAPACK's blocked factorizations call OpenBLAS kernels whose last bits depend on the
+ * <p><b>Reproducibility.</b> The blocked factorizations call OpenBLAS kernels whose last bits depend on the
  * thread count and kernel, so U can differ in the last bit between OpenBLAS settings; it is computed once and
  * broadcast, so all row blocks of a matrix use the same U. A self-check (UᵀU·H̃·x = x for a fixed x, O(n²)) rejects
  * a wrong factor from a miscomputing BLAS build instead of quantizing with it.
@@ -167,6 +165,7 @@ public final class GptqPreparation implements Serializable {
         for (int k = 0; k < n; k++) {
             rev[k] = perm[n - 1 - k];
         }
+        OpenBlas.verify();
         boolean f32 = config.precision() == Precision.FP32;
         long size = (long) n * n;
         Pointer work = f32 ? new FloatPointer(size) : new DoublePointer(size);
@@ -176,29 +175,18 @@ public final class GptqPreparation implements Serializable {
             while (true) {
                 used = percent * mean;
                 fill(h, rev, dead, used, work, f32);
-                int info = f32 ? LAPACKE_spotrf(LAPACK_COL_MAJOR, (byte) 'U', n, (FloatPointer) work, n)
-                        : LAPACKE_dpotrf(LAPACK_COL_MAJOR, (byte) 'U', n, (DoublePointer) work, n);
-                if (info == 0) {
+                if (UpperCholesky.factor(work, n) == 0) {
                     break;
-                }
-                if (info < 0) {
-                    throw SparkQuantException.internal("potrf rejected argument " + (-info), null);
                 }
                 percent += config.dampAutoIncrement();
                 if (percent >= 1) {
-                    // H = 2/n·ΣxᵀX is positive semi-definite, so this takes a matrix that is not a Hessian or a
-                    // BLAS that miscomputes (OpenBLAS 0.3.19's AVX-512 kernels do on some CPUs, issues #2986, #3454).
+                    // H = 2/n·ΣxᵀX is positive semi-definite and OpenBlas.verify() passed, so the matrix is not one.
                     throw SparkQuantException.badInput("Hessian of " + n + " columns is not positive definite even "
                             + "with damping up to " + (percent - config.dampAutoIncrement()) + " of its mean diagonal:"
-                            + " not a Hessian, or a miscomputing BLAS (with OpenBLAS on AVX-512 CPUs set "
-                            + "OPENBLAS_CORETYPE=Haswell)");
+                            + " not a Hessian of real activations");
                 }
             }
-            int info = f32 ? LAPACKE_strtri(LAPACK_COL_MAJOR, (byte) 'U', (byte) 'N', n, (FloatPointer) work, n)
-                    : LAPACKE_dtrtri(LAPACK_COL_MAJOR, (byte) 'U', (byte) 'N', n, (DoublePointer) work, n);
-            if (info != 0) {
-                throw SparkQuantException.internal("trtri failed with info " + info + " on a Cholesky factor", null);
-            }
+            UpperCholesky.invert(work, n);
             int blocks = (n + bs - 1) / bs;
             float[][] h32 = f32 ? new float[blocks][] : null;
             double[][] h64 = f32 ? null : new double[blocks][];
@@ -264,8 +252,8 @@ public final class GptqPreparation implements Serializable {
         double tol = Math.min(0.5, Math.max(1e-6, 10 * (n / dampPercentUsed + 1) * eps));
         if (!(worst <= tol)) {
             throw SparkQuantException.internal("the Cholesky factor of the inverse Hessian (" + n + " columns) fails "
-                    + "its check, |UᵀUHx − x| = " + worst + " > " + tol + ": the BLAS/LAPACK library miscomputes "
-                    + "(with OpenBLAS on AVX-512 CPUs set OPENBLAS_CORETYPE=Haswell)", null);
+                    + "its check, |UᵀUHx − x| = " + worst + " > " + tol + ": OpenBLAS kernel " + OpenBlas.kernel()
+                    + " miscomputes (start the JVM with OPENBLAS_CORETYPE=" + OpenBlas.SAFE_CORETYPE + ")", null);
         }
     }
 
