@@ -8,6 +8,9 @@
 #   SPARKQUANT_JAR       the shaded jar (default: target/sparkquant-*-spark.jar of this checkout)
 #   EXECUTOR_MEMORY      heap per executor (default 24g); off-heap for ND4J is sized to match
 #   EXECUTOR_CORES       cores per executor (default 4)
+#   OPENBLAS_CORETYPE    OpenBLAS kernel set of the driver and every executor (default Haswell: the bundled
+#                        OpenBLAS 0.3.19 miscomputes with some AVX-512 kernels, and one kernel everywhere keeps a
+#                        mixed cluster's results byte-identical)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${SPARK_HOME:?set SPARK_HOME to your Spark 4.x installation}"
@@ -30,6 +33,8 @@ fi
 mem="${EXECUTOR_MEMORY:-24g}"
 mem_gb="${mem%g}"
 cores="${EXECUTOR_CORES:-4}"
+# A client-mode driver inherits this environment; cluster-mode drivers and executors get it through Spark.
+export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
 
 exec "$SPARK_HOME/bin/spark-submit" \
   --class org.sparkquant.cli.SparkQuant \
@@ -37,6 +42,9 @@ exec "$SPARK_HOME/bin/spark-submit" \
   --conf spark.executor.memory="$mem" \
   --conf spark.executor.memoryOverhead="${mem_gb}g" \
   --conf spark.executorEnv.OMP_NUM_THREADS=1 \
+  --conf spark.executorEnv.OPENBLAS_CORETYPE="$OPENBLAS_CORETYPE" \
+  --conf spark.yarn.appMasterEnv.OPENBLAS_CORETYPE="$OPENBLAS_CORETYPE" \
+  --conf spark.kubernetes.driverEnv.OPENBLAS_CORETYPE="$OPENBLAS_CORETYPE" \
   --conf "spark.executor.extraJavaOptions=-Dorg.bytedeco.javacpp.maxbytes=$(( mem_gb * 5 / 6 ))g -Dorg.bytedeco.javacpp.maxphysicalbytes=$(( mem_gb * 2 - 2 ))g" \
   --conf spark.rdd.compress=false \
   --conf spark.rpc.message.maxSize=512 \

@@ -14,6 +14,7 @@ import org.sparkquant.SparkQuantException;
 import org.sparkquant.format.gguf.GgmlBlockScales;
 import org.sparkquant.format.gguf.GgmlQuant;
 import org.sparkquant.format.gguf.GgmlType;
+import org.sparkquant.linalg.OpenBlas;
 
 /**
  * GPTQ-calibrated ggml quantization: GPTQ's column loop and error feedback (formats.md §2) over the grid of a ggml
@@ -81,6 +82,7 @@ public final class GgmlGptq {
      */
     public static GgmlQuantizedRows quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep,
             GgmlType type, float[] importance) {
+        OpenBlas.verify();
         int n = prep.columns();
         if (firstRow < 0) {
             throw SparkQuantException.badInput("first row must be >= 0, got " + firstRow);

@@ -10,6 +10,7 @@ import java.nio.FloatBuffer;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.linalg.OpenBlas;
 
 /**
  * Step (b) of GPTQ: the column loop with lazy batch updates over a block of output rows, given a
@@ -39,6 +40,7 @@ final class GptqSolver {
     private GptqSolver() {}
 
     static QuantizedRows quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep) {
+        OpenBlas.verify();
         QuantConfig cfg = prep.config();
         int n = prep.columns();
         if (rowCount < 0 || (long) rowCount * n != rows.length) {

@@ -21,6 +21,7 @@ import org.bytedeco.javacpp.FloatPointer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.linalg.OpenBlas;
 
 /**
  * A mergeable partial sum Σ xᵀx over calibration sequences for rows [rowStart, rowEnd) of a layer's [n, n]
@@ -70,6 +71,7 @@ public final class HessianAccumulator implements Serializable {
         if (columns <= 0) {
             throw SparkQuantException.badInput("Hessian width must be positive, got " + columns);
         }
+        OpenBlas.verify(); // once per JVM: every executor that computes Hessians checks its BLAS first
         if (rowStart < 0 || rowStart >= rowEnd || rowEnd > columns || rowStart % BLOCK != 0
                 || (rowEnd % BLOCK != 0 && rowEnd != columns)) {
             throw SparkQuantException.badInput("Hessian row tile [" + rowStart + ", " + rowEnd + ") of " + columns

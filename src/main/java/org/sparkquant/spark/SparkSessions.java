@@ -4,6 +4,7 @@ import java.util.Map;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.sql.SparkSession;
+import org.sparkquant.linalg.OpenBlas;
 
 /**
  * Builds the Spark session of a command. Under {@code spark-submit} the master and resources come from the submit
@@ -26,6 +27,11 @@ public final class SparkSessions {
         }
         // One OpenBLAS thread per task: Spark already runs a task per core, more threads oversubscribe.
         conf.setIfMissing("spark.executorEnv.OMP_NUM_THREADS", "1");
+        // Executors use the driver's OpenBLAS kernel set, else the one that is right on every AVX2 CPU: ND4J's
+        // OpenBLAS 0.3.19 miscomputes with some AVX-512 kernels, and one kernel keeps executors' bits identical.
+        String coretype = System.getenv("OPENBLAS_CORETYPE");
+        conf.setIfMissing("spark.executorEnv.OPENBLAS_CORETYPE",
+                coretype == null || coretype.isBlank() ? OpenBlas.SAFE_CORETYPE : coretype);
         // Hidden states and Hessians are dense floats: compression costs CPU and saves little.
         conf.setIfMissing("spark.rdd.compress", "false");
         settings.forEach((k, v) -> {
