@@ -19,7 +19,9 @@ import org.sparkquant.model.ModelConfig;
 import org.sparkquant.spark.Calibration;
 import org.sparkquant.spark.Progress;
 import org.sparkquant.spark.QuantizeJob;
+import org.sparkquant.spark.FaultHook;
 import org.sparkquant.spark.QuantizePipeline;
+import org.sparkquant.spark.QuantizeReport;
 import org.sparkquant.spark.SparkSessions;
 import org.sparkquant.spark.TextEncoder;
 import org.sparkquant.tokenizer.TextTokenizer;
@@ -151,11 +153,16 @@ public final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--overwrite", description = "Replace OUTPUT if it exists.")
     boolean overwrite;
 
-    @Option(names = "--test-fail-block", hidden = true, defaultValue = "-1")
-    int failBlock;
+    /** Where tests inject failures ({@link SparkQuant#execute(FaultHook, PrintWriter, PrintWriter, String...)}). */
+    private final FaultHook faults;
 
-    @Option(names = "--test-stop-after-layer", hidden = true, defaultValue = "-1")
-    int stopAfterLayer;
+    public QuantizeCommand() {
+        this(FaultHook.NONE);
+    }
+
+    QuantizeCommand(FaultHook faults) {
+        this.faults = faults;
+    }
 
     @Override
     public Integer call() {
@@ -219,7 +226,7 @@ public final class QuantizeCommand implements Callable<Integer> {
         QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
                 QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, samples, seqLen, seed, samplesPerPartition,
                 saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
-                exportImatrix, failBlock, stopAfterLayer);
+                exportImatrix);
         if (gguf && m == QuantizeJob.Method.RTN && method == null) {
             spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + fileType
                     + " with round-to-nearest (llama-quantize's reference quantizers)");
@@ -231,7 +238,7 @@ public final class QuantizeCommand implements Callable<Integer> {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             Progress progress = new Progress(jsc, System.err, "quantize", config.numLayers(), 0);
             Supplier<List<int[]>> samplesSupplier = () -> calibrationSamples(spark, storage, config, progress);
-            result = QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress);
+            result = QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress, faults);
         } finally {
             spark.stop();
         }
@@ -287,7 +294,7 @@ public final class QuantizeCommand implements Callable<Integer> {
         out.printf("%-40s %6s %8s %14s %14s %8s%n", "module", "type", "damp", "H-error", "RTN H-error", "seconds");
         double gptq = 0;
         double rtn = 0;
-        for (QuantizePipeline.ModuleReport r : result.modules()) {
+        for (QuantizeReport.ModuleReport r : result.modules()) {
             if (!r.quantized()) {
                 out.printf("%-40s %6s%n", r.name(), "dense");
                 continue;

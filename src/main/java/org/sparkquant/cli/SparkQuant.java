@@ -4,6 +4,7 @@ import java.io.PrintWriter;
 import java.util.Arrays;
 
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.spark.FaultHook;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -19,6 +20,9 @@ import picocli.CommandLine.Command;
                 VerifyCommand.class,
                 CommandLine.HelpCommand.class})
 public final class SparkQuant implements Runnable {
+    /** What a user can do about our bug. */
+    static final String REPORT_HINT = " (a bug in sparkquant: please report it with the output of --verbose)";
+
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
@@ -37,8 +41,20 @@ public final class SparkQuant implements Runnable {
     }
 
     public static int execute(PrintWriter out, PrintWriter err, String... args) {
+        return execute(FaultHook.NONE, out, err, args);
+    }
+
+    /** {@link #execute(PrintWriter, PrintWriter, String...)} with failures injected at a run's named points (tests). */
+    public static int execute(FaultHook faults, PrintWriter out, PrintWriter err, String... args) {
         boolean verbose = Arrays.asList(args).contains("--verbose");
-        CommandLine cli = new CommandLine(new SparkQuant());
+        CommandLine.IFactory factory = new CommandLine.IFactory() {
+            @Override
+            public <K> K create(Class<K> type) throws Exception {
+                return type == QuantizeCommand.class ? type.cast(new QuantizeCommand(faults))
+                        : CommandLine.defaultFactory().create(type);
+            }
+        };
+        CommandLine cli = new CommandLine(new SparkQuant(), factory);
         // options from a --config job file come first; the same option on the command line overrides them
         cli.setOverwrittenOptionsAllowed(true);
         cli.setOut(out);
@@ -46,10 +62,10 @@ public final class SparkQuant implements Runnable {
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             SparkQuantException failure = rootFailure(e);
             if (failure != null) {
-                err.println("sparkquant: " + (failure.kind() == SparkQuantException.Kind.BAD_INPUT ? "error: " : "internal error: ")
-                        + failure.getMessage());
+                err.println("sparkquant: " + (failure.kind() == SparkQuantException.Kind.INTERNAL
+                        ? "internal error: " + failure.getMessage() + REPORT_HINT : "error: " + failure.getMessage()));
             } else {
-                err.println("sparkquant: internal error: " + e + (verbose ? "" : " (--verbose shows the stack trace)"));
+                err.println("sparkquant: internal error: " + e + REPORT_HINT);
             }
             if (verbose) {
                 e.printStackTrace(err);

@@ -2,6 +2,7 @@ package org.sparkquant.spark;
 
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.BiFunction;
 import java.util.function.Supplier;
 
 import org.sparkquant.io.Storage;
@@ -45,6 +46,30 @@ public final class ExecutorCache {
      */
     public static <T> T layer(String key, Supplier<T> loader) {
         return slot("layer", key, loader);
+    }
+
+    /**
+     * The "layer" slot's value for {@code key}, derived when it is missing from the value it replaces:
+     * {@code derive.apply(previousKey, previousValue)} (both null when the slot is empty) may build on the previous
+     * value, e.g. a layer extended with more quantized modules. Nothing is closed here: tasks of this JVM may still
+     * use the previous value (a recomputed partition runs an earlier layer inside a later one's task).
+     */
+    @SuppressWarnings("unchecked")
+    public static <T> T layer(String key, BiFunction<String, T, T> derive) {
+        Object[] entry = SLOTS.computeIfAbsent("layer", s -> new Object[2]);
+        synchronized (entry) {
+            if (key.equals(entry[0])) {
+                return (T) entry[1];
+            }
+            String previousKey = (String) entry[0];
+            T previous = (T) entry[1];
+            entry[0] = null;
+            entry[1] = null;
+            T value = derive.apply(previousKey, previous);
+            entry[0] = key;
+            entry[1] = value;
+            return value;
+        }
     }
 
     /** Single-entry caches by slot name (e.g. one GPTQ factor per module input): a new key evicts the old value. */

@@ -12,6 +12,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.UUID;
 
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.format.gguf.ExportTensor;
 import org.sparkquant.format.gguf.GgmlType;
@@ -22,7 +23,10 @@ import org.sparkquant.format.gguf.GgufNames;
 import org.sparkquant.format.gguf.GgufRecipe;
 import org.sparkquant.format.gguf.RtnProducer;
 import org.sparkquant.format.gguf.TensorProducer;
+import org.sparkquant.gptq.GgmlGptq;
 import org.sparkquant.gptq.GgmlQuantizedRows;
+import org.sparkquant.gptq.GptqPreparation;
+import org.sparkquant.gptq.Hessian;
 import org.sparkquant.io.OutputManifest;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
@@ -40,10 +44,134 @@ import org.sparkquant.model.ModelInventory;
  * complete. Beside it go {@code NAME.sha256} ({@code sha256sum} format, checked by {@code sparkquant verify}) and
  * {@code NAME.report.json}; the work directory is {@code NAME._work}.
  */
-final class GgufTarget {
+final class GgufTarget implements OutputTarget {
+    private static final long serialVersionUID = 1L;
     static final String REPORT_SUFFIX = ".report.json";
 
-    private GgufTarget() {}
+    private final QuantizeJob job;
+    /** The planned ggml type of every module the executors quantize (shipped to them with the target). */
+    private final LinkedHashMap<String, GgmlType> types = new LinkedHashMap<>();
+    /** The driver's plan, made once by {@link #plan} and written by {@link #commit}. */
+    private transient TensorStore store;
+    private transient GgufExporter exporter;
+
+    GgufTarget(QuantizeJob job) {
+        this.job = job;
+    }
+
+    /** A staged block: ggml blocks of the rows, in the planned type. */
+    record Block(GgmlQuantizedRows rows, BlockStats stats) implements StagedBlock {
+        @Override
+        public float[] dequantized() {
+            return rows.dequantized();
+        }
+    }
+
+    private record Rows(GgmlQuantizedRows rows, double loss) implements Codes {
+        @Override
+        public float[] dequantized() {
+            return rows.dequantized();
+        }
+
+        @Override
+        public StagedBlock staged(BlockStats stats) {
+            return new Block(rows, stats);
+        }
+    }
+
+    @Override
+    public WorkDir workDir(Storage storage) {
+        return WorkDir.forFile(storage, job.output());
+    }
+
+    /** A file at the URI is a finished output (it is renamed into place last); {@code NAME._work} an unfinished run. */
+    @Override
+    public void prepare(Storage storage, WorkDir work, boolean overwrite) {
+        String out = job.output();
+        if (storage.exists(out) && storage.isDirectory(out)) {
+            throw SparkQuantException.badInput(out + " is a directory; a GGUF output is a file URI such as "
+                    + Storage.resolve(out, "model.gguf"));
+        }
+        if (storage.exists(out) && !overwrite) {
+            throw SparkQuantException.badInput(out + " already exists; use --overwrite to replace it");
+        }
+        if (overwrite) {
+            storage.delete(out);
+            storage.delete(out + OutputManifest.FILE_CHECKSUM_SUFFIX);
+            storage.delete(out + REPORT_SUFFIX);
+            work.deleteAll();
+        }
+    }
+
+    @Override
+    public List<LinearModule> plan(Storage storage, ModelInventory inventory, Progress progress) {
+        close();
+        store = TensorStore.open(storage, job.model());
+        exporter = exporter(storage, job, store);
+        types.clear();
+        types.putAll(moduleTypes(exporter, inventory));
+        List<LinearModule> quantized = inventory.layers().stream().flatMap(List::stream)
+                .filter(m -> types.containsKey(m.name())).toList();
+        progress.message("GGUF " + job.ggufType() + ": " + exporter.tensors().size() + " tensors, "
+                + quantized.size() + " decoder matrices quantized by the executors, " + String.format(
+                java.util.Locale.ROOT, "%.2f", exporter.layout().totalSize() / 1e6) + " MB");
+        return quantized;
+    }
+
+    @Override
+    public Codes rtn(float[] rows, ModuleBlocks.Block block, Hessian h) {
+        GgmlType type = types.get(block.module().name());
+        return new Rows(GgmlGptq.rtn(rows, block.rows(), block.module().inFeatures(), type, importance(h)),
+                Double.NaN);
+    }
+
+    @Override
+    public Codes gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep) {
+        GgmlType type = types.get(block.module().name());
+        GgmlQuantizedRows q = GgmlGptq.quantize(rows, block.rows(), block.r0(), prep, type, importance(h));
+        return new Rows(q, CheckpointTarget.sum(q.losses()));
+    }
+
+    /** llama.cpp's imatrix statistic, diag(H), when --importance hessian-diag asks for it. */
+    private float[] importance(Hessian h) {
+        return h != null && job.hessianImportance() ? GgmlGptq.hessianDiagonalImportance(h) : null;
+    }
+
+    @Override
+    public ModuleType type(LinearModule module) {
+        return new ModuleType(0, 0, types.get(module.name()).name());
+    }
+
+    @Override
+    public void describe(ObjectNode report) {
+        report.put("output_format", "gguf");
+        report.put("gguf_type", job.ggufType().name());
+        report.put("importance", job.hessianImportance() ? "hessian-diag" : "none");
+    }
+
+    @Override
+    public List<String> commit(QuantizeRun run, ModelInventory inventory, QuantizeReport report, Progress progress) {
+        Storage storage = run.storage();
+        progress.step(-1, "write GGUF " + job.ggufType());
+        try {
+            // the report is written once the file's bytes exist, before the file is renamed into place
+            write(storage, job, store, exporter, inventory, types,
+                    b -> Staged.<Block>readObject(storage, run.work().path(b.stagedPath())).rows(),
+                    () -> report.write(storage, job.output() + REPORT_SUFFIX, progress.phases()));
+        } finally {
+            close();
+        }
+        return List.of(job.output());
+    }
+
+    @Override
+    public void close() {
+        if (store != null) {
+            store.close();
+        }
+        store = null;
+        exporter = null;
+    }
 
     static GgufRecipe.Options recipe(QuantizeJob job) {
         return GgufRecipe.Options.DEFAULT.withImatrix(job.hessianImportance());
@@ -129,8 +257,8 @@ final class GgufTarget {
      * Writes the GGUF file under a temporary name, then its {@code .sha256}, runs {@code beforeCommit}, and renames
      * the file to {@code job.output()}; returns the file's size.
      */
-    static long write(Storage storage, QuantizeJob job, ModelInventory inventory, Map<String, GgmlType> types,
-            Blocks blocks, Runnable beforeCommit) {
+    static long write(Storage storage, QuantizeJob job, TensorStore store, GgufExporter exporter,
+            ModelInventory inventory, Map<String, GgmlType> types, Blocks blocks, Runnable beforeCommit) {
         String out = job.output();
         String temp = out + ".tmp-" + UUID.randomUUID();
         MessageDigest sha;
@@ -141,11 +269,7 @@ final class GgufTarget {
         }
         long size;
         boolean done = false;
-        try (TensorStore store = TensorStore.open(storage, job.model())) {
-            GgufExporter exporter = exporter(storage, job, store);
-            if (!moduleTypes(exporter, inventory).equals(types)) {
-                throw SparkQuantException.internal("the GGUF plan changed during the run", null);
-            }
+        try {
             try (OutputStream os = new DigestOutputStream(new BufferedOutputStream(storage.create(temp), 1 << 20),
                     sha)) {
                 exporter.write(os, producer(store, inventory, types, blocks));
@@ -176,13 +300,13 @@ final class GgufTarget {
      * sequences, Σx² = diag(H)·n/2, over the input's token count.
      */
     static void writeImatrix(Storage storage, QuantizeJob job, ModelInventory inventory, List<String> modules,
-            Map<String, QuantizePipeline.InputSummary> inputs, String architecture) {
+            Map<String, InputSummary> inputs, String architecture) {
         GgufImatrix.Builder builder = GgufImatrix.builder(job.seqLen()).dataset(job.calibration());
         long sequences = 0;
         String arch = GgufNames.architecture(architecture);
         for (List<LinearModule> layer : inventory.layers()) {
             for (LinearModule m : layer) {
-                QuantizePipeline.InputSummary s = inputs.get(m.layer() + "/" + m.input());
+                InputSummary s = inputs.get(m.layer() + "/" + m.input());
                 if (!modules.contains(m.name()) || s == null || s.diagonal() == null) {
                     continue;
                 }

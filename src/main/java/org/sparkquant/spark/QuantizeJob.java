@@ -21,8 +21,6 @@ import org.sparkquant.gptq.QuantConfig;
  * @param hessianImportance GGUF only: weight ggml's scale search by diag(H) of each module's input (llama.cpp's
  *     imatrix statistic), with GPTQ or RTN
  * @param exportImatrix where to write the Hessian diagonals as a llama.cpp imatrix file, or null
- * @param failOnceAtBlock test hook: the first attempt of this quantize block fails (−1: never)
- * @param stopAfterLayer test hook: the run stops (as if killed) after checkpointing this layer (−1: never)
  */
 public record QuantizeJob(
         String model,
@@ -41,9 +39,7 @@ public record QuantizeJob(
         Format format,
         LlamaFileType ggufType,
         boolean hessianImportance,
-        String exportImatrix,
-        int failOnceAtBlock,
-        int stopAfterLayer) implements Serializable {
+        String exportImatrix) implements Serializable {
 
     public enum Method { GPTQ, RTN }
 
@@ -63,7 +59,7 @@ public record QuantizeJob(
         return format == Format.GGUF;
     }
 
-    /** The settings that must match for a resumed run (test hooks excluded). */
+    /** The settings that must match for a resumed run. */
     public String describe() {
         ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT)
                 .enable(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS);

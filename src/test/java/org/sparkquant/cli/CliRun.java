@@ -3,12 +3,19 @@ package org.sparkquant.cli;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 
+import org.sparkquant.spark.FaultHook;
+
 /** Runs the CLI in-process and captures its exit code, stdout and stderr. */
 public record CliRun(int exitCode, String out, String err) {
     public static CliRun of(String... args) {
+        return withFaults(FaultHook.NONE, args);
+    }
+
+    /** Runs the CLI with failures injected at a quantization run's named points. */
+    public static CliRun withFaults(FaultHook faults, String... args) {
         StringWriter out = new StringWriter();
         StringWriter err = new StringWriter();
-        int code = SparkQuant.execute(new PrintWriter(out, true), new PrintWriter(err, true), args);
+        int code = SparkQuant.execute(faults, new PrintWriter(out, true), new PrintWriter(err, true), args);
         return new CliRun(code, out.toString(), err.toString());
     }
 

@@ -37,6 +37,7 @@ import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.SyntheticModel;
+import org.sparkquant.testing.Faults;
 import org.sparkquant.testing.TestPython;
 import org.sparkquant.testing.TestText;
 
@@ -69,11 +70,15 @@ class GgufQuantizeTest {
     }
 
     static CliRun quantize(Path model, Path out, String master, String... extra) {
+        return quantize(FaultHook.NONE, model, out, master, extra);
+    }
+
+    static CliRun quantize(FaultHook faults, Path model, Path out, String master, String... extra) {
         List<String> args = new ArrayList<>(List.of("quantize", "--model", model.toString(), "--output",
                 out.toString(), "--samples", "8", "--seq-len", "48", "--samples-per-partition", "3",
                 "--conf", "spark.master=" + master, "--conf", "spark.ui.enabled=false"));
         args.addAll(List.of(extra));
-        return CliRun.of(args.toArray(String[]::new));
+        return CliRun.withFaults(faults, args.toArray(String[]::new));
     }
 
     static byte[] bytes(Path p) throws Exception {
@@ -97,8 +102,8 @@ class GgufQuantizeTest {
         assertTrue(a.out().contains("Q4_K"), a.out());
 
         Path two = tmp.resolve("two.gguf");
-        CliRun b = quantize(small, two, "local[2,2]", "--gguf-type", "Q4_K_M", "--calibration", calib.toString(),
-                "--test-fail-block", "0");
+        CliRun b = quantize(Faults.failFirstAttemptOfBlock(0), small, two, "local[2,2]", "--gguf-type", "Q4_K_M",
+                "--calibration", calib.toString());
         assertEquals(0, b.exitCode(), b.err());
         assertArrayEquals(bytes(one), bytes(two), "local[1] and local[2] with a failed task attempt");
 
@@ -223,8 +228,8 @@ class GgufQuantizeTest {
         }
 
         Path resumed = tmp.resolve("tiny-q3km-resumed.gguf");
-        CliRun killed = quantize(tiny, resumed, "local[2]", "--gguf-type", "Q3_K_M", "--calibration",
-                calib.toString(), "--test-stop-after-layer", "0");
+        CliRun killed = quantize(Faults.stopAfterLayer(0), tiny, resumed, "local[2]", "--gguf-type", "Q3_K_M",
+                "--calibration", calib.toString());
         assertEquals(1, killed.exitCode(), killed.err());
         assertFalse(Files.exists(resumed), "no GGUF file before the run is finished");
         assertTrue(Files.exists(Path.of(resumed + "._work/progress.json")));

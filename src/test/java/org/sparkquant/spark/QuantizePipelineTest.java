@@ -21,6 +21,7 @@ import org.sparkquant.format.gptq.GptqCheckpoint;
 import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.SyntheticModel;
+import org.sparkquant.testing.Faults;
 import org.sparkquant.testing.OutputFiles;
 import org.sparkquant.testing.TestText;
 
@@ -45,12 +46,16 @@ class QuantizePipelineTest {
     }
 
     static CliRun quantize(Path out, String master, String... extra) {
+        return quantize(FaultHook.NONE, out, master, extra);
+    }
+
+    static CliRun quantize(FaultHook faults, Path out, String master, String... extra) {
         List<String> args = new ArrayList<>(List.of("quantize", "--model", model.toString(), "--output",
                 out.toString(), "--calibration", calib.toString(), "--samples", "12", "--seq-len", "48",
                 "--samples-per-partition", "3", "--bits", "4", "--group-size", "32",
                 "--conf", "spark.master=" + master, "--conf", "spark.ui.enabled=false"));
         args.addAll(List.of(extra));
-        return CliRun.of(args.toArray(String[]::new));
+        return CliRun.withFaults(faults, args.toArray(String[]::new));
     }
 
     @Test
@@ -67,7 +72,7 @@ class QuantizePipelineTest {
 
         // local[2,2]: two attempts per task; the first attempt of block 0 of every quantize stage fails
         Path retried = tmp.resolve("retried");
-        CliRun c = quantize(retried, "local[2,2]", "--test-fail-block", "0");
+        CliRun c = quantize(Faults.failFirstAttemptOfBlock(0), retried, "local[2,2]");
         assertEquals(0, c.exitCode(), c.err());
         OutputFiles.assertIdentical(one, retried, TIMED);
 
@@ -107,7 +112,7 @@ class QuantizePipelineTest {
         assertEquals(0, quantize(straight, "local[2]").exitCode());
 
         Path resumed = tmp.resolve("resumed");
-        CliRun killed = quantize(resumed, "local[2]", "--test-stop-after-layer", "0");
+        CliRun killed = quantize(Faults.stopAfterLayer(0), resumed, "local[2]");
         assertEquals(1, killed.exitCode(), killed.err());
         assertTrue(Files.exists(resumed.resolve("_work/progress.json")));
         assertFalse(Files.exists(resumed.resolve("_SUCCESS")));
@@ -212,5 +217,27 @@ class QuantizePipelineTest {
         Path plain = tmp.resolve("plain-for-hessians");
         assertEquals(0, quantize(plain, "local[2]").exitCode());
         OutputFiles.assertIdentical(plain, out, TIMED);
+    }
+
+    /** With --precision fp64 the Hessians are saved in fp64, the precision the solver used. */
+    @Test
+    void savesFp64HessiansForAnFp64Run() throws Exception {
+        Path out = tmp.resolve("fp64-with-hessians");
+        Path hessians = tmp.resolve("hessians-fp64");
+        CliRun run = quantize(out, "local[2]", "--precision", "fp64", "--save-hessians", hessians.toString());
+        assertEquals(0, run.exitCode(), run.err());
+        JsonNode down = new ObjectMapper().readTree(hessians.resolve("manifest.json").toFile()).get("modules")
+                .get("model.layers.0.mlp.down_proj");
+        assertEquals("float64", down.get("dtype").asText());
+        var array = org.sparkquant.io.Npy.read(hessians.resolve(down.get("file").asText()));
+        double[] h = array.doubles();
+        assertEquals(384 * 384, h.length);
+        long beyondFloat = java.util.Arrays.stream(h).filter(v -> v != (double) (float) v).count();
+        assertTrue(beyondFloat > h.length / 2, "fp64 values, not widened floats: " + beyondFloat);
+        for (int i = 0; i < 384; i++) {
+            for (int j = 0; j < i; j++) {
+                assertEquals(h[i * 384 + j], h[j * 384 + i], 0.0, "symmetric");
+            }
+        }
     }
 }

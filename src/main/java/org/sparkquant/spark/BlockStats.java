@@ -1,0 +1,10 @@
+package org.sparkquant.spark;
+
+import java.io.Serializable;
+
+/**
+ * What one block of output channels cost and achieved: returned by the quantize step, persisted with each finished
+ * layer (for a resumed run's report), summed per module by {@link QuantizeReport}.
+ */
+public record BlockStats(String module, int r0, int r1, double loss, double hessianError, double rtnError,
+        double seconds) implements Serializable {}

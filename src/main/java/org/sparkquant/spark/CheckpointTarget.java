@@ -1,0 +1,173 @@
+package org.sparkquant.spark;
+
+import java.util.List;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.format.gptq.GptqCheckpointWriter;
+import org.sparkquant.format.gptq.QuantizedLinear;
+import org.sparkquant.gptq.Gptq;
+import org.sparkquant.gptq.GptqPreparation;
+import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.QuantizedRows;
+import org.sparkquant.io.OutputManifest;
+import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorStore;
+import org.sparkquant.model.LinearModule;
+import org.sparkquant.model.ModelInventory;
+
+/**
+ * A Hugging Face GPTQ checkpoint directory: integer codes in groups with scales and zeros per block, assembled into
+ * safetensors shards on the driver one module at a time ({@link GptqCheckpointWriter}), then the report, the
+ * manifest and last {@code _SUCCESS}. The work directory is {@code OUTPUT/_work}.
+ */
+final class CheckpointTarget implements OutputTarget {
+    private static final long serialVersionUID = 1L;
+    static final String REPORT = "quantization_report.json";
+
+    private final QuantizeJob job;
+
+    CheckpointTarget(QuantizeJob job) {
+        this.job = job;
+    }
+
+    /** A staged block: the rows' codes, scales and zeros. */
+    record Block(QuantizedRows rows, BlockStats stats) implements StagedBlock {
+        @Override
+        public float[] dequantized() {
+            return rows.dequantized();
+        }
+    }
+
+    private record Rows(QuantizedRows rows, double loss) implements Codes {
+        @Override
+        public float[] dequantized() {
+            return rows.dequantized();
+        }
+
+        @Override
+        public StagedBlock staged(BlockStats stats) {
+            return new Block(rows, stats);
+        }
+    }
+
+    @Override
+    public WorkDir workDir(Storage storage) {
+        return new WorkDir(storage, job.output());
+    }
+
+    @Override
+    public void prepare(Storage storage, WorkDir work, boolean overwrite) {
+        String out = job.output();
+        if (OutputManifest.isComplete(storage, out)) {
+            if (!overwrite) {
+                throw SparkQuantException.badInput(out + " already holds a finished output (_SUCCESS); use --overwrite "
+                        + "to replace it");
+            }
+            storage.delete(out);
+        } else if (overwrite) {
+            storage.delete(out);
+        }
+        if (!work.exists(ResumePoint.RUN) && storage.exists(out) && storage.isDirectory(out)
+                && !storage.list(out).isEmpty()) {
+            throw SparkQuantException.badInput(out + " is not empty; choose a new directory or use --overwrite");
+        }
+    }
+
+    @Override
+    public List<LinearModule> plan(Storage storage, ModelInventory inventory, Progress progress) {
+        GptqCheckpointWriter.Plan plan = GptqCheckpointWriter.plan(inventory, writerOptions());
+        plan.warnings().forEach(w -> progress.message("warning: " + w));
+        return plan.quantized();
+    }
+
+    @Override
+    public Codes rtn(float[] rows, ModuleBlocks.Block block, Hessian h) {
+        return new Rows(Gptq.rtn(rows, block.rows(), block.module().inFeatures(), job.quant()), Double.NaN);
+    }
+
+    @Override
+    public Codes gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep) {
+        QuantizedRows q = Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant());
+        return new Rows(q, sum(q.losses()));
+    }
+
+    @Override
+    public ModuleType type(LinearModule module) {
+        return new ModuleType(job.quant().bits(), job.quant().groupSize(), null);
+    }
+
+    @Override
+    public void describe(ObjectNode report) {
+        report.put("output_format", "gptq");
+    }
+
+    @Override
+    public List<String> commit(QuantizeRun run, ModelInventory inventory, QuantizeReport report, Progress progress) {
+        Storage storage = run.storage();
+        String out = job.output();
+        progress.step(-1, "assemble checkpoint");
+        clearPartialOutput(storage, out);
+        GptqCheckpointWriter.Result written;
+        try (TensorStore store = TensorStore.open(storage, job.model())) {
+            written = GptqCheckpointWriter.write(storage, store, inventory, out, writerOptions(),
+                    module -> assemble(run, store, module));
+        }
+        progress.step(-1, "report and manifest");
+        report.write(storage, Storage.resolve(out, REPORT), progress.phases());
+        OutputManifest.write(storage, out, "sparkquant " + GptqCheckpointWriter.version());
+        return written.shards();
+    }
+
+    GptqCheckpointWriter.Options writerOptions() {
+        return GptqCheckpointWriter.Options.of(job.quant().bits(), job.quant().groupSize(), job.quant().sym())
+                .withActOrder(job.quant().descAct(), job.quant().staticGroups())
+                .withSolver(job.trueSequential(), job.quant().dampPercent(),
+                        job.quant().mse() ? job.quant().mseNorm() : 0.0)
+                .withMaxShardBytes(job.maxShardBytes())
+                .withUnpackable(job.unpackable());
+    }
+
+    /** Files of an interrupted assembly (there is no _SUCCESS yet) are removed before it runs again. */
+    private static void clearPartialOutput(Storage storage, String out) {
+        for (String name : storage.list(out)) {
+            if (!name.equals(WorkDir.NAME)) {
+                storage.delete(Storage.resolve(out, name));
+            }
+        }
+    }
+
+    /** The checkpoint's quantized module, from its staged blocks (on the driver, one module at a time). */
+    private QuantizedLinear assemble(QuantizeRun run, TensorStore store, LinearModule m) {
+        QuantizedLinear.Builder builder = QuantizedLinear.builder(m.name(), job.quant().bits(),
+                job.quant().groupSize(), job.quant().sym(), m.inFeatures(), m.outFeatures());
+        int[] gIdx = null;
+        for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {
+            QuantizedRows q = Staged.<Block>readObject(run.storage(), run.work().path(b.stagedPath())).rows();
+            int groups = q.groups();
+            float[] scales = new float[groups * b.rows()];
+            int[] zeros = new int[groups * b.rows()];
+            for (int r = 0; r < b.rows(); r++) {
+                for (int g = 0; g < groups; g++) {
+                    scales[g * b.rows() + r] = q.scale(r, g);
+                    zeros[g * b.rows() + r] = q.zero(r, g);
+                }
+            }
+            builder.rows(b.r0(), b.rows(), q.codesAsInt(), scales, zeros);
+            gIdx = q.gIdx();
+        }
+        builder.gIdx(gIdx);
+        if (m.bias()) {
+            builder.bias(store.readFloats(m.biasName()));
+        }
+        return builder.build();
+    }
+
+    static double sum(double[] values) {
+        double s = 0;
+        for (double v : values) {
+            s += v;
+        }
+        return s;
+    }
+}

@@ -1,0 +1,26 @@
+package org.sparkquant.spark;
+
+import java.io.Serializable;
+
+/**
+ * Named points of a quantization run where tests inject failures; production runs use {@link #NONE}. A hook travels
+ * to the executors with the run (it is serializable), and each step calls it once, after its work is staged.
+ */
+@FunctionalInterface
+public interface FaultHook extends Serializable {
+    /** The hook of every production run: does nothing. */
+    FaultHook NONE = (point, index, attempt) -> { };
+
+    /**
+     * Called at {@code point} for item {@code index} (a block's index in its quantize stage, or a layer), on the
+     * task's {@code attempt} (0 on the driver); it may throw to fail the step.
+     */
+    void at(Point point, int index, int attempt);
+
+    enum Point {
+        /** On an executor, after a block was quantized and before it is staged. */
+        BLOCK_QUANTIZED,
+        /** On the driver, after a layer was checkpointed and progress recorded. */
+        LAYER_DONE
+    }
+}
