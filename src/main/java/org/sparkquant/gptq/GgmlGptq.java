@@ -17,7 +17,7 @@ import org.sparkquant.format.gguf.GgmlType;
 import org.sparkquant.linalg.OpenBlas;
 
 /**
- * GPTQ-calibrated ggml quantization: GPTQ's column loop and error feedback (formats.md §2) over the grid of a ggml
+ * GPTQ-calibrated ggml quantization: GPTQ's column loop and error feedback (docs/formats.md §2) over the grid of a ggml
  * block type (Q4_0 … Q8_0, Q2_K … Q6_K), writing GGUF tensor bytes. Called per block of output rows with a
  * {@link GptqPreparation} made once per layer input by {@link Gptq#prepare}.
  *
@@ -85,7 +85,7 @@ public final class GgmlGptq {
         OpenBlas.verify();
         int n = prep.columns();
         if (firstRow < 0) {
-            throw SparkQuantException.badInput("first row must be >= 0, got " + firstRow);
+            throw SparkQuantException.internal("first row must be >= 0, got " + firstRow, null);
         }
         if (prep.config().descAct()) {
             throw SparkQuantException.badInput("GPTQ into ggml " + type + " blocks needs the natural column order, "

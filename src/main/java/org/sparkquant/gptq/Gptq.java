@@ -8,7 +8,7 @@ import org.bytedeco.javacpp.DoublePointer;
 import org.sparkquant.SparkQuantException;
 
 /**
- * The GPTQ package's entry point: GPTQ exactly as AutoGPTQ / GPTQModel run it (formats.md §2), split for Spark
+ * The GPTQ package's entry point: GPTQ exactly as AutoGPTQ / GPTQModel run it (docs/formats.md §2), split for Spark
  * into {@link #prepare} (once per distinct layer input: Hessian → {@link GptqPreparation}, broadcast) and
  * {@link #quantize} (per block of output rows, on any executor); plus {@link #rtn} and a quality measure.
  * Hessians come from {@link HessianAccumulator}.
@@ -45,7 +45,7 @@ public final class Gptq {
         if (p.descAct() != config.descAct() || p.precision() != config.precision()
                 || p.blockSize() != config.blockSize() || p.dampPercent() != config.dampPercent()
                 || p.dampAutoIncrement() != config.dampAutoIncrement()) {
-            throw SparkQuantException.badInput("GPTQ preparation was made for " + p + " but quantize got " + config);
+            throw SparkQuantException.internal("GPTQ preparation was made for " + p + " but quantize got " + config, null);
         }
         return GptqSolver.quantize(rows, rowCount, firstRow, prep.withConfig(config));
     }

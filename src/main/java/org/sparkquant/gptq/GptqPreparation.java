@@ -251,9 +251,9 @@ public final class GptqPreparation implements Serializable {
         double eps = config.precision() == Precision.FP32 ? 0x1p-24 : 0x1p-53;
         double tol = Math.min(0.5, Math.max(1e-6, 10 * (n / dampPercentUsed + 1) * eps));
         if (!(worst <= tol)) {
-            throw SparkQuantException.internal("the Cholesky factor of the inverse Hessian (" + n + " columns) fails "
+            throw SparkQuantException.environment("the Cholesky factor of the inverse Hessian (" + n + " columns) fails "
                     + "its check, |UᵀUHx − x| = " + worst + " > " + tol + ": OpenBLAS kernel " + OpenBlas.kernel()
-                    + " miscomputes (start the JVM with OPENBLAS_CORETYPE=" + OpenBlas.SAFE_CORETYPE + ")", null);
+                    + " miscomputes (start the JVM with OPENBLAS_CORETYPE=" + OpenBlas.SAFE_CORETYPE + ")");
         }
     }
 

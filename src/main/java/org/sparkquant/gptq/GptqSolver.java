@@ -14,7 +14,7 @@ import org.sparkquant.linalg.OpenBlas;
 
 /**
  * Step (b) of GPTQ: the column loop with lazy batch updates over a block of output rows, given a
- * {@link GptqPreparation}. Follows AutoGPTQ's {@code fasterquant} operation by operation (see formats.md §2).
+ * {@link GptqPreparation}. Follows AutoGPTQ's {@code fasterquant} operation by operation (see docs/formats.md §2).
  *
  * <p><b>Row-partition invariance.</b> Rows never mix in GPTQ, so the only way a row's bits could depend on which
  * other rows are quantized with it is the block update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (sgemm/dgemm with rows on
@@ -48,7 +48,7 @@ final class GptqSolver {
                     + n + "]");
         }
         if (firstRow < 0) {
-            throw SparkQuantException.badInput("first row must be >= 0, got " + firstRow);
+            throw SparkQuantException.internal("first row must be >= 0, got " + firstRow, null);
         }
         int g = cfg.groupColumns(n);
         int groups = cfg.groups(n);

@@ -73,7 +73,7 @@ public final class OpenBlas {
      */
     public static void verify() {
         if (Checked.FAILURE != null) {
-            throw SparkQuantException.internal(Checked.FAILURE, null);
+            throw SparkQuantException.environment(Checked.FAILURE);
         }
     }
 

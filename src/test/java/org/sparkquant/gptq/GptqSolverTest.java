@@ -286,6 +286,7 @@ class GptqSolverTest {
         SparkQuantException e = assertThrows(SparkQuantException.class,
                 () -> Gptq.quantize(new float[64 * 2], 2, prep, cfg.withDescAct(true)));
         assertTrue(e.getMessage().contains("preparation was made for"), e.getMessage());
+        assertEquals(SparkQuantException.Kind.INTERNAL, e.kind(), "a caller's bug, not the user's input");
         e = assertThrows(SparkQuantException.class, () -> Gptq.quantize(new float[65], 1, prep, cfg));
         assertTrue(e.getMessage().contains("[1, 64]"), e.getMessage());
         float[] w = new float[64];

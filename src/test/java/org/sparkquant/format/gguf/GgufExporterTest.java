@@ -73,7 +73,7 @@ class GgufExporterTest {
             assertEquals(2, e.tensor("blk.1.attn_k.weight").permuteHeads());
             assertEquals(0, e.tensor("blk.1.attn_v.weight").permuteHeads());
             assertEquals(64, q.rowGroup());
-            // llama-quantize's Q4_K_M (formats.md §3): Q6_K output, F32 norms and rope_freqs, Q4_K by default,
+            // llama-quantize's Q4_K_M (docs/formats.md §3): Q6_K output, F32 norms and rope_freqs, Q4_K by default,
             // Q6_K for attn_v / ffn_down on use_more_bits layers (of 2: layer 1 only)
             assertEquals(GgmlType.Q6_K, e.tensor("output.weight").type());
             assertEquals(GgmlType.Q4_K, e.tensor("token_embd.weight").type());
