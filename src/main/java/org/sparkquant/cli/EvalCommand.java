@@ -99,7 +99,7 @@ public final class EvalCommand implements Callable<Integer> {
         Perplexity result;
         try {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            Progress progress = new Progress(jsc, System.err, "eval", source.config().numLayers(), 0);
+            Progress progress = new Progress(jsc, spec.commandLine().getErr(), "eval", source.config().numLayers(), 0);
             result = SparkEvaluator.evaluate(jsc, source, windows, windowsPerPartition, progress);
         } finally {
             spark.stop();

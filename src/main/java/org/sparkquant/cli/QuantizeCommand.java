@@ -147,6 +147,10 @@ public final class QuantizeCommand implements Callable<Integer> {
             + "dense (keep, listed in quantization_config.dynamic) or error (default: ${DEFAULT-VALUE}).")
     String unpackable;
 
+    @Option(names = "--allow-beyond-context", description = "Accept a --seq-len longer than the model's context "
+            + "(max_position_embeddings).")
+    boolean beyondContext;
+
     @Option(names = "--resume", description = "Continue an unfinished run in OUTPUT.")
     boolean resume;
 
@@ -222,7 +226,20 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .withDescAct(descAct).withStaticGroups(staticGroups).withDampPercent(damp).withMse(mse)
                 .withPrecision(p);
         Storage storage = common.storage();
+        // inputs are read-only: an output over the model or the calibration data would delete them
+        if (storage.overlaps(output, model)) {
+            throw SparkQuantException.badInput("--output " + output + " overlaps the model " + model + ": a run never "
+                    + "writes its inputs; choose another output location");
+        }
+        boolean calibrated = QuantizeJob.layerwise(m, hessianImportance, exportImatrix);
+        if (calibrated && storage.overlaps(output, calibration)) {
+            throw SparkQuantException.badInput("--output " + output + " overlaps the calibration data " + calibration
+                    + ": a run never writes its inputs; choose another output location");
+        }
         ModelConfig config = ModelConfig.load(storage, model);
+        if (calibrated) {
+            checkCalibration(storage, config);
+        }
         QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
                 QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, samples, seqLen, seed, samplesPerPartition,
                 saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
@@ -236,7 +253,7 @@ public final class QuantizeCommand implements Callable<Integer> {
         QuantizePipeline.Result result;
         try {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            Progress progress = new Progress(jsc, System.err, "quantize", config.numLayers(), 0);
+            Progress progress = new Progress(jsc, spec.commandLine().getErr(), "quantize", config.numLayers(), 0);
             Supplier<List<int[]>> samplesSupplier = () -> calibrationSamples(spark, storage, config, progress);
             result = QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress, faults);
         } finally {
@@ -256,6 +273,25 @@ public final class QuantizeCommand implements Callable<Integer> {
         }
         out.flush();
         return 0;
+    }
+
+    /** The calibration checks that need no Spark, made before the run touches its output. */
+    private void checkCalibration(Storage storage, ModelConfig config) {
+        if (!storage.exists(calibration)) {
+            throw SparkQuantException.badInput("--calibration " + calibration + ": no such file or directory");
+        }
+        if (seqLen > config.maxPositionEmbeddings() && !beyondContext) {
+            throw SparkQuantException.badInput("--seq-len " + seqLen + " is longer than the context of " + model + " ("
+                    + config.maxPositionEmbeddings() + " tokens, max_position_embeddings); lower it, or add "
+                    + "--allow-beyond-context");
+        }
+        Calibration.Format format = Calibration.detect(storage, calibration,
+                Calibration.parseFormat(calibrationFormat));
+        if (format != Calibration.Format.TOKENS) {
+            try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, false)) {
+                tokenizer.checkCompatible(config);
+            }
+        }
     }
 
     private List<int[]> calibrationSamples(SparkSession spark, Storage storage, ModelConfig config, Progress progress) {

@@ -85,6 +85,11 @@ public final class Storage implements Serializable {
             try {
                 URI parsed = new URI(uri);
                 if (parsed.getScheme() != null && parsed.getScheme().length() > 1) {
+                    if (parsed.getRawUserInfo() != null) {
+                        // s3a://KEY:SECRET@bucket/...: a secret in a URI ends up in logs, reports and errors
+                        throw SparkQuantException.badInput(redacted(parsed) + ": credentials in a URI are refused "
+                                + "(they would be logged); use the AWS credential chain or fs.s3a.* settings");
+                    }
                     return new Path(parsed);
                 }
             } catch (URISyntaxException ignored) {
@@ -95,6 +100,55 @@ public final class Storage implements Serializable {
             // Hadoop's Path and java.nio (InvalidPathException) reject some strings, e.g. with a NUL character
             throw SparkQuantException.badInput("invalid path '" + uri + "': " + e.getMessage());
         }
+    }
+
+    /** The URI with its user information (credentials) replaced by {@code ***}. */
+    static String redacted(URI uri) {
+        return uri.getScheme() + "://***@" + (uri.getHost() != null ? uri.getHost() : "")
+                + (uri.getRawPath() != null ? uri.getRawPath() : "");
+    }
+
+    /**
+     * The location a URI names, in one form for comparisons: a plain path becomes {@code file:}, {@code .} and
+     * {@code ..} are resolved, local symbolic links followed, no trailing slash. No file system is contacted.
+     */
+    public String canonical(String uri) {
+        URI q = path(uri).toUri();
+        String out;
+        if ("file".equals(q.getScheme())) {
+            java.nio.file.Path local = Paths.get(q).normalize();
+            java.nio.file.Path existing = local;
+            java.util.ArrayDeque<java.nio.file.Path> rest = new java.util.ArrayDeque<>();
+            while (existing != null && !java.nio.file.Files.exists(existing)) {
+                rest.push(existing.getFileName());
+                existing = existing.getParent();
+            }
+            java.nio.file.Path real = local;
+            if (existing != null) {
+                try {
+                    real = existing.toRealPath();
+                    while (!rest.isEmpty()) {
+                        real = real.resolve(rest.pop());
+                    }
+                } catch (IOException e) {
+                    real = local;
+                }
+            }
+            out = "file://" + real.toAbsolutePath();
+        } else {
+            out = q.normalize().toString();
+        }
+        while (out.endsWith("/") && !out.endsWith("://")) {
+            out = out.substring(0, out.length() - 1);
+        }
+        return out;
+    }
+
+    /** Whether two URIs name the same location or one lies inside the other. */
+    public boolean overlaps(String a, String b) {
+        String x = canonical(a);
+        String y = canonical(b);
+        return x.equals(y) || x.startsWith(y + "/") || y.startsWith(x + "/");
     }
 
     /** {@code base/child}, for both URIs and local paths. */

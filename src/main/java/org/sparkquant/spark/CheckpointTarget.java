@@ -57,19 +57,24 @@ final class CheckpointTarget implements OutputTarget {
     }
 
     @Override
-    public void prepare(Storage storage, WorkDir work, boolean overwrite) {
+    public void prepare(Storage storage, WorkDir work, boolean overwrite, boolean resume) {
         String out = job.output();
-        if (OutputManifest.isComplete(storage, out)) {
-            if (!overwrite) {
-                throw SparkQuantException.badInput(out + " already holds a finished output (_SUCCESS); use --overwrite "
-                        + "to replace it");
-            }
-            storage.delete(out);
-        } else if (overwrite) {
-            storage.delete(out);
+        boolean finished = OutputManifest.isComplete(storage, out);
+        boolean continuing = resume && work.exists(ResumePoint.RUN);
+        if (finished && !overwrite && !continuing) {
+            throw SparkQuantException.badInput(out + " already holds a finished output (_SUCCESS); use --overwrite "
+                    + "to replace it");
         }
-        if (!work.exists(ResumePoint.RUN) && storage.exists(out) && storage.isDirectory(out)
-                && !storage.list(out).isEmpty()) {
+        if (overwrite && !continuing) {
+            if (finished) {
+                work.deleteAll(); // the finished output stays until the new one is committed
+            } else {
+                storage.delete(out);
+            }
+        }
+        // a work directory without a run record is a run that stopped while starting: ours to reuse
+        if (!finished && !work.exists(ResumePoint.RUN) && storage.exists(out) && storage.isDirectory(out)
+                && storage.list(out).stream().anyMatch(name -> !name.equals(WorkDir.NAME))) {
             throw SparkQuantException.badInput(out + " is not empty; choose a new directory or use --overwrite");
         }
     }
@@ -128,8 +133,12 @@ final class CheckpointTarget implements OutputTarget {
                 .withUnpackable(job.unpackable());
     }
 
-    /** Files of an interrupted assembly (there is no _SUCCESS yet) are removed before it runs again. */
+    /**
+     * Removes what is in the output besides the work directory: an interrupted assembly, or the finished output that
+     * --overwrite replaces. {@code _SUCCESS} goes first, so that no half-deleted output looks finished.
+     */
     private static void clearPartialOutput(Storage storage, String out) {
+        storage.delete(Storage.resolve(out, OutputManifest.FILE));
         for (String name : storage.list(out)) {
             if (!name.equals(WorkDir.NAME)) {
                 storage.delete(Storage.resolve(out, name));

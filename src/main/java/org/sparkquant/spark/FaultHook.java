@@ -21,6 +21,12 @@ public interface FaultHook extends Serializable {
         /** On an executor, after a block was quantized and before it is staged. */
         BLOCK_QUANTIZED,
         /** On the driver, after a layer was checkpointed and progress recorded. */
-        LAYER_DONE
+        LAYER_DONE,
+        /**
+         * On the driver, before each step that changes the work directory's state (a write, delete or rename of a
+         * run record, a progress record, or staged state); the index counts those steps from 0 within a run, so a
+         * test can halt a run at every one of them.
+         */
+        WORK_STATE
     }
 }

@@ -86,20 +86,18 @@ final class GgufTarget implements OutputTarget {
 
     /** A file at the URI is a finished output (it is renamed into place last); {@code NAME._work} an unfinished run. */
     @Override
-    public void prepare(Storage storage, WorkDir work, boolean overwrite) {
+    public void prepare(Storage storage, WorkDir work, boolean overwrite, boolean resume) {
         String out = job.output();
         if (storage.exists(out) && storage.isDirectory(out)) {
             throw SparkQuantException.badInput(out + " is a directory; a GGUF output is a file URI such as "
                     + Storage.resolve(out, "model.gguf"));
         }
-        if (storage.exists(out) && !overwrite) {
+        boolean continuing = resume && work.exists(ResumePoint.RUN);
+        if (storage.exists(out) && !overwrite && !continuing) {
             throw SparkQuantException.badInput(out + " already exists; use --overwrite to replace it");
         }
-        if (overwrite) {
-            storage.delete(out);
-            storage.delete(out + OutputManifest.FILE_CHECKSUM_SUFFIX);
-            storage.delete(out + REPORT_SUFFIX);
-            work.deleteAll();
+        if (overwrite && !continuing) {
+            work.deleteAll(); // a finished file stays until the new one is renamed over it
         }
     }
 

@@ -24,8 +24,12 @@ interface OutputTarget extends Serializable, AutoCloseable {
     /** Where a run into this output stages its state. */
     WorkDir workDir(Storage storage);
 
-    /** Before a run: refuses an output that is in the way, or removes it when {@code overwrite} is given. */
-    void prepare(Storage storage, WorkDir work, boolean overwrite);
+    /**
+     * Before a run, once the inputs are validated: refuses an output that is in the way. With {@code overwrite} a
+     * finished output stays until the new one is committed (only an earlier run's work is removed); {@code resume}
+     * continues an unfinished run, also one that is replacing a finished output.
+     */
+    void prepare(Storage storage, WorkDir work, boolean overwrite, boolean resume);
 
     /**
      * On the driver, once per run: the decoder modules the executors quantize, in inventory order (the target keeps

@@ -1,6 +1,6 @@
 package org.sparkquant.spark;
 
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
@@ -14,7 +14,7 @@ import org.apache.spark.api.java.JavaSparkContext;
  */
 public final class Progress {
     private final JavaSparkContext jsc;
-    private final PrintStream out;
+    private final PrintWriter out;
     private final String runId;
     private final int layers;
     private final long start;
@@ -26,7 +26,7 @@ public final class Progress {
     private long phaseStart;
 
     /** {@code firstLayer} is where this process starts (a resumed run skips the finished ones). */
-    public Progress(JavaSparkContext jsc, PrintStream out, String runId, int layers, int firstLayer) {
+    public Progress(JavaSparkContext jsc, PrintWriter out, String runId, int layers, int firstLayer) {
         this.jsc = jsc;
         this.out = out;
         this.runId = runId;

@@ -57,16 +57,16 @@ public final class QuantizePipeline {
             boolean overwrite, Supplier<List<int[]>> calibration, Progress progress, FaultHook faults) {
         long start = System.nanoTime();
         try (OutputTarget target = OutputTarget.of(job)) {
-            WorkDir work = target.workDir(storage);
-            target.prepare(storage, work, overwrite);
-            int layersDone = ResumePoint.begin(work, job, resume, progress);
+            // validate the inputs (config, tensor headers and shapes, the output's plan) before touching the output
             ModelSource source = ModelSource.dense(storage, job.model());
             ModelInventory inventory;
-            List<LinearModule> quantized;
             try (TensorStore store = TensorStore.open(storage, job.model())) {
                 inventory = ModelInventory.of(source.config(), store);
             }
-            quantized = target.plan(storage, inventory, progress);
+            List<LinearModule> quantized = target.plan(storage, inventory, progress);
+            WorkDir work = target.workDir(storage).withFaults(faults);
+            target.prepare(storage, work, overwrite, resume);
+            int layersDone = ResumePoint.begin(work, job, resume, progress);
             QuantizeRun run = new QuantizeRun(job, source, work, target, faults);
 
             Map<String, BlockStats> stats = new LinkedHashMap<>();
@@ -172,10 +172,11 @@ public final class QuantizePipeline {
             record(stats, layerStats);
             states.unpersist(false);
             states = next;
+            // progress first: until it moves past this layer, a resumed run starts from hidden/<layer>
+            ResumePoint.layersDone(work, layer + 1);
             if (layer > 0) {
                 work.delete("hidden/" + layer);
             }
-            ResumePoint.layersDone(work, layer + 1);
             progress.layerDone();
             run.faults().at(FaultHook.Point.LAYER_DONE, layer, 0);
         }

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.io.OutputStream;
 import java.io.Serializable;
 import java.util.UUID;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.io.Storage;
@@ -20,6 +21,9 @@ public final class WorkDir implements Serializable {
 
     private final Storage storage;
     private final String root;
+    /** The driver's fault hook and its step count; tasks get a copy without them. */
+    private transient FaultHook faults;
+    private transient AtomicInteger steps;
 
     /** The work directory of an output directory: {@code OUTPUT/_work}. */
     public WorkDir(Storage storage, String output) {
@@ -34,6 +38,24 @@ public final class WorkDir implements Serializable {
     /** The work directory of a single-file output (a GGUF file): {@code OUTPUT._work}, beside it. */
     public static WorkDir forFile(Storage storage, String output) {
         return new WorkDir(storage, output, true);
+    }
+
+    /** This work directory, calling {@code hook} before each state change the driver makes ({@link #replace}, deletes). */
+    WorkDir withFaults(FaultHook hook) {
+        return new WorkDir(this, hook);
+    }
+
+    private WorkDir(WorkDir other, FaultHook hook) {
+        this.storage = other.storage;
+        this.root = other.root;
+        this.faults = hook;
+        this.steps = new AtomicInteger();
+    }
+
+    private void step() {
+        if (faults != null) {
+            faults.at(FaultHook.Point.WORK_STATE, steps.getAndIncrement(), 0);
+        }
     }
 
     public String root() {
@@ -84,8 +106,11 @@ public final class WorkDir implements Serializable {
     public void replace(String relative, String content) {
         String target = path(relative);
         String temp = target + ".tmp-" + UUID.randomUUID();
+        step();
         storage.writeString(temp, content);
+        step();
         storage.delete(target);
+        step();
         storage.rename(temp, target);
     }
 
@@ -94,6 +119,7 @@ public final class WorkDir implements Serializable {
     }
 
     public void delete(String relative) {
+        step();
         storage.delete(path(relative));
     }
 
@@ -102,6 +128,7 @@ public final class WorkDir implements Serializable {
     }
 
     public void deleteAll() {
+        step();
         storage.delete(root);
     }
 

@@ -74,7 +74,7 @@ class EvalCommandTest {
             try {
                 JavaSparkContext jsc = JavaSparkContext.fromSparkContext(session.sparkContext());
                 spark[i] = SparkEvaluator.evaluate(jsc, ModelSource.dense(Storage.local(), model.toString()), windows,
-                        3, new Progress(null, System.err, "t", 2, 0));
+                        3, new Progress(null, new java.io.PrintWriter(System.err, true), "t", 2, 0));
             } finally {
                 session.stop();
             }

@@ -189,7 +189,7 @@ class GgufEvalTest {
         Perplexity spark;
         try {
             spark = SparkEvaluator.evaluate(JavaSparkContext.fromSparkContext(session.sparkContext()), source,
-                    windows, 2, new Progress(null, System.err, "t", 2, 0));
+                    windows, 2, new Progress(null, new java.io.PrintWriter(System.err, true), "t", 2, 0));
         } finally {
             session.stop();
             ExecutorCache.clear();

@@ -1,0 +1,222 @@
+package org.sparkquant.spark;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.Stream;
+
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.sparkquant.cli.CliRun;
+import org.sparkquant.io.DType;
+import org.sparkquant.io.Storage;
+import org.sparkquant.model.SyntheticModel;
+import org.sparkquant.testing.Faults;
+import org.sparkquant.testing.OutputFiles;
+import org.sparkquant.testing.TestText;
+
+/**
+ * A user's data is never lost: inputs are never written, a finished output is replaced only by a finished one, a
+ * run halted at any change of its state resumes to the same bytes, and bad input is refused before anything is
+ * touched, with one line that says what and where.
+ */
+class SafeRunsTest {
+    @TempDir
+    static Path tmp;
+    static Path model;
+    static Path calib;
+
+    @BeforeAll
+    static void setUp() throws Exception {
+        model = tmp.resolve("inputs/model");
+        SyntheticModel.write(Storage.local(), model.toString(), SyntheticModel.Preset.TINY, 2, DType.BF16, 5,
+                1L << 30);
+        calib = tmp.resolve("inputs/calib.txt");
+        Files.writeString(calib, TestText.sentences(9, 120, "north", "south", "river", "stone", "light", "paper",
+                "sound", "green", "small", "ok"));
+    }
+
+    static CliRun quantize(FaultHook faults, Path modelDir, Path out, String... extra) {
+        List<String> args = new ArrayList<>(List.of("quantize", "--model", modelDir.toString(), "--output",
+                out.toString(), "--calibration", calib.toString(), "--samples", "6", "--seq-len", "32",
+                "--samples-per-partition", "3", "--bits", "4", "--group-size", "32",
+                "--conf", "spark.master=local[2]", "--conf", "spark.ui.enabled=false"));
+        args.addAll(List.of(extra));
+        return CliRun.withFaults(faults, args.toArray(String[]::new));
+    }
+
+    static CliRun quantize(Path out, String... extra) {
+        return quantize(FaultHook.NONE, model, out, extra);
+    }
+
+    /** Every file under dir with its SHA-256. */
+    static Map<String, String> digests(Path dir) throws Exception {
+        Map<String, String> out = new TreeMap<>();
+        try (Stream<Path> files = Files.walk(dir)) {
+            for (Path f : files.filter(Files::isRegularFile).toList()) {
+                out.put(dir.relativize(f).toString(), HexFormat.of().formatHex(
+                        MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(f))));
+            }
+        }
+        return out;
+    }
+
+    static void assertOneLine(CliRun run) {
+        assertEquals(1, run.err().strip().lines().filter(l -> l.startsWith("sparkquant:")).count(), run.err());
+        assertFalse(run.err().contains("\tat "), "no stack trace: " + run.err());
+    }
+
+    @Test
+    void anOutputOverAnInputIsRefusedAndTheInputsAreUntouched() throws Exception {
+        Map<String, String> before = digests(tmp.resolve("inputs"));
+        for (Path out : List.of(model, model.resolve("quantized"), tmp.resolve("inputs"), tmp)) {
+            CliRun run = quantize(out, "--overwrite");
+            assertEquals(2, run.exitCode(), out + ": " + run.err());
+            assertTrue(run.err().contains("overlaps the model"), run.err());
+            assertOneLine(run);
+        }
+        CliRun overCalibration = quantize(FaultHook.NONE, model, calib, "--overwrite");
+        assertEquals(2, overCalibration.exitCode(), overCalibration.err());
+        assertTrue(overCalibration.err().contains("overlaps the calibration"), overCalibration.err());
+        // the same location spelled differently
+        CliRun dotted = quantize(FaultHook.NONE, model, Path.of(model + "/../model/."), "--overwrite");
+        assertEquals(2, dotted.exitCode(), dotted.err());
+        assertEquals(before, digests(tmp.resolve("inputs")), "the inputs are unchanged");
+    }
+
+    @Test
+    void overwriteReplacesAFinishedOutputOnlyWithAFinishedOne() throws Exception {
+        Path out = tmp.resolve("finished");
+        assertEquals(0, quantize(out).exitCode());
+        Map<String, String> finished = digests(out);
+
+        // bad input: a truncated shard. Refused before the finished output is touched.
+        Path broken = tmp.resolve("broken-model");
+        copyDirectory(model, broken);
+        Path shard;
+        try (Stream<Path> files = Files.list(broken)) {
+            shard = files.filter(f -> f.toString().endsWith(".safetensors")).findFirst().orElseThrow();
+        }
+        try (RandomAccessFile f = new RandomAccessFile(shard.toFile(), "rw")) {
+            f.setLength(f.length() / 2);
+        }
+        CliRun bad = quantize(FaultHook.NONE, broken, out, "--overwrite");
+        assertEquals(2, bad.exitCode(), bad.err());
+        assertOneLine(bad);
+        assertEquals(finished, digests(out), "a failed --overwrite leaves the finished output as it was");
+
+        // a run that dies half way: the finished output still verifies; --resume then finishes the replacement
+        CliRun died = quantize(Faults.stopAfterLayer(0), model, out, "--overwrite", "--bits", "3");
+        assertEquals(1, died.exitCode(), died.err());
+        assertEquals(0, CliRun.of("verify", "--model", out.toString()).exitCode(), "the old output still verifies");
+        CliRun resumed = quantize(out, "--resume", "--bits", "3");
+        assertEquals(0, resumed.exitCode(), resumed.err());
+        Path fresh = tmp.resolve("fresh-3bit");
+        assertEquals(0, quantize(fresh, "--bits", "3").exitCode());
+        OutputFiles.assertIdentical(fresh, out, QuantizePipelineTest.TIMED);
+    }
+
+    @Test
+    void badInputLeavesNoRunBehind() throws Exception {
+        Path out = tmp.resolve("no-calibration");
+        CliRun missing = CliRun.of("quantize", "--model", model.toString(), "--output", out.toString(),
+                "--calibration", tmp.resolve("nowhere.txt").toString(), "--samples", "6", "--seq-len", "32");
+        assertEquals(2, missing.exitCode(), missing.err());
+        assertTrue(missing.err().contains("--calibration") && missing.err().contains("no such file"), missing.err());
+        assertOneLine(missing);
+        assertFalse(Files.exists(out), "nothing written for a refused run");
+
+        Path broken = tmp.resolve("broken-config");
+        copyDirectory(model, broken);
+        Files.writeString(broken.resolve("config.json"), "{\"model_type\": \"llama\"");
+        CliRun bad = quantize(FaultHook.NONE, broken, out);
+        assertEquals(2, bad.exitCode(), bad.err());
+        assertOneLine(bad);
+        // the corrected rerun needs no --resume or --overwrite
+        CliRun fixed = quantize(out);
+        assertEquals(0, fixed.exitCode(), fixed.err());
+
+        CliRun tooLong = quantize(tmp.resolve("too-long"), "--seq-len", "100000");
+        assertEquals(2, tooLong.exitCode(), tooLong.err());
+        assertTrue(tooLong.err().contains("--allow-beyond-context"), tooLong.err());
+    }
+
+    @Test
+    void resumeNamesTheChangedSettingAndSaysWhenThereIsNothingToResume() {
+        Path out = tmp.resolve("stopped");
+        assertEquals(1, quantize(Faults.stopAfterLayer(0), model, out).exitCode());
+        CliRun other = quantize(out, "--resume", "--bits", "3", "--damp", "0.05");
+        assertEquals(2, other.exitCode(), other.err());
+        assertTrue(other.err().contains("quant.bits was 4, now 3"), other.err());
+        assertTrue(other.err().contains("quant.dampPercent was 0.01, now 0.05"), other.err());
+
+        CliRun fresh = quantize(tmp.resolve("nothing-to-resume"), "--resume");
+        assertEquals(0, fresh.exitCode(), fresh.err());
+        assertTrue(fresh.err().contains("holds no unfinished run; starting a new one"), fresh.err());
+    }
+
+    @Test
+    void credentialsInAUriAreRefusedAndNeverPrinted() {
+        for (String[] uris : new String[][] {{"s3a://AKIAEXAMPLEKEY:s3cr3tValue@bucket/model", tmp.resolve("c").toString()},
+            {model.toString(), "s3a://AKIAEXAMPLEKEY:s3cr3tValue@bucket/out"}}) {
+            CliRun run = CliRun.of("quantize", "--model", uris[0], "--output", uris[1], "--method", "rtn");
+            assertEquals(2, run.exitCode(), run.err());
+            assertTrue(run.err().contains("credentials in a URI are refused"), run.err());
+            assertFalse(run.err().contains("s3cr3tValue") || run.err().contains("AKIAEXAMPLEKEY"), run.err());
+            assertFalse(run.out().contains("s3cr3tValue"), run.out());
+        }
+    }
+
+    /**
+     * The crash-point enumeration over the driver's state changes: the run is halted before each write, delete and
+     * rename of its run record, progress record and staged hidden states (and the final clean-up), in turn; every
+     * halted run resumes with --resume to the bytes of an uninterrupted run.
+     */
+    @Test
+    void aRunHaltedAtAnyStateChangeResumesToTheSameBytes() throws Exception {
+        Path straight = tmp.resolve("straight");
+        AtomicInteger steps = new AtomicInteger();
+        CliRun counted = quantize((point, i, attempt) -> {
+            if (point == FaultHook.Point.WORK_STATE) {
+                steps.incrementAndGet();
+            }
+        }, model, straight);
+        assertEquals(0, counted.exitCode(), counted.err());
+        assertTrue(steps.get() >= 10, "state changes of a 2-layer run: " + steps.get());
+        for (int k = 0; k < steps.get(); k++) {
+            int at = k;
+            Path out = tmp.resolve("halted-" + k);
+            CliRun halted = quantize((point, i, attempt) -> {
+                if (point == FaultHook.Point.WORK_STATE && i == at) {
+                    throw new IllegalStateException("halted before state change " + at + " (test hook)");
+                }
+            }, model, out);
+            assertEquals(1, halted.exitCode(), "step " + k + ": " + halted.err());
+            CliRun resumed = quantize(out, "--resume");
+            assertEquals(0, resumed.exitCode(), "step " + k + ": " + resumed.err());
+            OutputFiles.assertIdentical(straight, out, QuantizePipelineTest.TIMED);
+        }
+    }
+
+    private static void copyDirectory(Path from, Path to) throws IOException {
+        Files.createDirectories(to);
+        try (Stream<Path> files = Files.list(from)) {
+            for (Path f : files.toList()) {
+                Files.copy(f, to.resolve(f.getFileName()));
+            }
+        }
+    }
+}
