@@ -10,7 +10,10 @@ import java.util.Properties;
 
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.io.Storage;
+import org.sparkquant.spark.SparkSessions;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /**
  * Options every command shares. Settings are layered: {@code $SPARKQUANT_CONF_DIR/sparkquant.properties}, then
@@ -25,6 +28,11 @@ public final class CommonOptions {
 
     @Option(names = "--verbose", description = "Show stack traces and more progress detail.")
     boolean verbose;
+
+    @Spec(Spec.Target.MIXEE)
+    CommandSpec command;
+
+    private boolean warned;
 
     /** All settings: the properties file first, then --conf. */
     public Map<String, String> settings() {
@@ -43,6 +51,12 @@ public final class CommonOptions {
             }
         }
         all.putAll(conf);
+        if (!warned && command != null) {
+            warned = true;
+            // keys only, never values (they may hold secrets)
+            SparkSessions.settingWarnings(all).forEach(w -> command.commandLine().getErr()
+                    .println("sparkquant: warning: " + w));
+        }
         return all;
     }
 

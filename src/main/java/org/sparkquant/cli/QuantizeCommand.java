@@ -1,6 +1,7 @@
 package org.sparkquant.cli;
 
 import java.io.PrintWriter;
+import java.time.Duration;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -20,6 +21,7 @@ import org.sparkquant.spark.Calibration;
 import org.sparkquant.spark.Progress;
 import org.sparkquant.spark.QuantizeJob;
 import org.sparkquant.spark.FaultHook;
+import org.sparkquant.spark.OutputLease;
 import org.sparkquant.spark.QuantizePipeline;
 import org.sparkquant.spark.QuantizeReport;
 import org.sparkquant.spark.SparkSessions;
@@ -151,6 +153,11 @@ public final class QuantizeCommand implements Callable<Integer> {
             + "(max_position_embeddings).")
     boolean beyondContext;
 
+    @Option(names = "--lease-timeout", defaultValue = "600", paramLabel = "SECONDS", description = "A run whose "
+            + "lease on OUTPUT was not renewed for this long counts as dead; --resume takes its lease over "
+            + "(default: ${DEFAULT-VALUE}).")
+    long leaseTimeout;
+
     @Option(names = "--resume", description = "Continue an unfinished run in OUTPUT.")
     boolean resume;
 
@@ -249,15 +256,13 @@ public final class QuantizeCommand implements Callable<Integer> {
                     + " with round-to-nearest (llama-quantize's reference quantizers)");
         }
 
-        SparkSession spark = SparkSessions.create("sparkquant quantize", common.settings());
+        if (leaseTimeout <= 0) {
+            throw SparkQuantException.badInput("--lease-timeout must be positive, got " + leaseTimeout);
+        }
         QuantizePipeline.Result result;
-        try {
-            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
-            Progress progress = new Progress(jsc, spec.commandLine().getErr(), "quantize", config.numLayers(), 0);
-            Supplier<List<int[]>> samplesSupplier = () -> calibrationSamples(spark, storage, config, progress);
-            result = QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress, faults);
-        } finally {
-            spark.stop();
+        // one owner per output: taken after the inputs are checked, before Spark starts or the output is touched
+        try (OutputLease lease = QuantizePipeline.lease(storage, job, resume, Duration.ofSeconds(leaseTimeout))) {
+            result = run(storage, config, job, lease);
         }
         PrintWriter out = spec.commandLine().getOut();
         printSummary(out, result);
@@ -273,6 +278,20 @@ public final class QuantizeCommand implements Callable<Integer> {
         }
         out.flush();
         return 0;
+    }
+
+    /** The run on Spark, under the output's lease. */
+    private QuantizePipeline.Result run(Storage storage, ModelConfig config, QuantizeJob job, OutputLease lease) {
+        SparkSession spark = SparkSessions.create("sparkquant quantize", common.settings());
+        try {
+            JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+            Progress progress = new Progress(jsc, spec.commandLine().getErr(), "quantize", config.numLayers(), 0);
+            Supplier<List<int[]>> samplesSupplier = () -> calibrationSamples(spark, storage, config, progress);
+            return QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress, faults,
+                    lease);
+        } finally {
+            spark.stop();
+        }
     }
 
     /** The calibration checks that need no Spark, made before the run touches its output. */

@@ -47,6 +47,11 @@ public final class SparkQuant implements Runnable {
     /** {@link #execute(PrintWriter, PrintWriter, String...)} with failures injected at a run's named points (tests). */
     public static int execute(FaultHook faults, PrintWriter out, PrintWriter err, String... args) {
         boolean verbose = Arrays.asList(args).contains("--verbose");
+        if (verbose) {
+            // read by conf/log4j2.properties when logging starts (with Spark): full traces, retried task attempts
+            System.setProperty("sparkquant.stacktraces", "full");
+            System.setProperty("sparkquant.tasklog", "warn");
+        }
         CommandLine.IFactory factory = new CommandLine.IFactory() {
             @Override
             public <K> K create(Class<K> type) throws Exception {

@@ -308,6 +308,60 @@ public final class Storage implements Serializable {
         }
     }
 
+    /**
+     * Creates a small file only if nothing is at {@code uri}, atomically: a new file on the local file system
+     * ({@code CREATE_NEW}), a conditional PUT on S3 ({@code If-None-Match: *}, through Hadoop's
+     * {@code fs.option.create.conditional.overwrite}), {@code create(overwrite=false)} elsewhere (atomic on HDFS).
+     * Returns false when something is already there.
+     */
+    public boolean createExclusive(String uri, String content) {
+        Path p = path(uri);
+        byte[] bytes = content.getBytes(StandardCharsets.UTF_8);
+        try {
+            if ("file".equals(p.toUri().getScheme())) {
+                java.nio.file.Path local = Paths.get(p.toUri());
+                java.nio.file.Files.createDirectories(local.getParent());
+                java.nio.file.Files.write(local, bytes, java.nio.file.StandardOpenOption.CREATE_NEW,
+                        java.nio.file.StandardOpenOption.WRITE);
+                return true;
+            }
+            FileSystem fs = fileSystem(p);
+            if ("s3a".equals(p.toUri().getScheme())) {
+                try (OutputStream out = (OutputStream) fs.createFile(p).overwrite(true)
+                        .must("fs.option.create.conditional.overwrite", true).build()) {
+                    out.write(bytes);
+                }
+                return true;
+            }
+            try (OutputStream out = fs.create(p, false)) {
+                out.write(bytes);
+            }
+            return true;
+        } catch (java.nio.file.FileAlreadyExistsException | org.apache.hadoop.fs.FileAlreadyExistsException e) {
+            return false;
+        } catch (IOException e) {
+            if (isPreconditionFailure(e)) {
+                return false;
+            }
+            throw failure("cannot create", uri, e);
+        }
+    }
+
+    /** S3's answer to a conditional write whose condition failed (412), as the s3a client reports it. */
+    private static boolean isPreconditionFailure(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String m = String.valueOf(t.getMessage());
+            if (t.getClass().getSimpleName().equals("RemoteFileChangedException") || m.contains("412")
+                    || m.contains("PreconditionFailed") || m.contains("Precondition Failed")) {
+                return true;
+            }
+            if (t.getCause() == t) {
+                break;
+            }
+        }
+        return false;
+    }
+
     /** Copies a file byte for byte (tokenizer, generation config). */
     public void copy(String from, String to) {
         try (InputStream in = openStream(from); OutputStream out = create(to)) {

@@ -26,7 +26,7 @@ import org.sparkquant.SparkQuantException;
  *
  * <p>Known defects of this build, measured here by forcing each kernel set on an AVX-512 CPU: with SkylakeX kernels
  * {@code dtrsm}/{@code dtrmm} (and so LAPACK's {@code dpotrf}/{@code dtrtri}) are wrong, which {@link UpperCholesky}
- * avoids; with CooperLake kernels {@code dgemm} is wrong on many shapes and {@code dtrsm} corrupts the heap — nothing
+ * avoids there; with CooperLake kernels {@code dgemm} is wrong on many shapes and {@code dtrsm} corrupts the heap — nothing
  * avoids that, so {@link #verify()} fails and names the fix: {@code OPENBLAS_CORETYPE=Haswell}, which the launchers
  * and the Spark defaults set unless the user chose a kernel.
  */
@@ -101,7 +101,7 @@ public final class OpenBlas {
                 }
             }
             for (int n : new int[] {5, 300}) {
-                String e = choleskyError(f32, n);
+                String e = choleskyError(f32, n); // the version in use: LAPACK's, or the blocked one
                 if (e != null) {
                     bad.add(e);
                 }

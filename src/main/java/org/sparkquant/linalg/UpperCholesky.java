@@ -1,6 +1,11 @@
 package org.sparkquant.linalg;
 
 import static org.bytedeco.openblas.global.openblas.CblasColMajor;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_dpotrf;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_dtrtri;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_spotrf;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_strtri;
+import static org.bytedeco.openblas.global.openblas.LAPACK_COL_MAJOR;
 import static org.bytedeco.openblas.global.openblas.CblasNoTrans;
 import static org.bytedeco.openblas.global.openblas.CblasTrans;
 import static org.bytedeco.openblas.global.openblas.CblasUpper;
@@ -15,20 +20,22 @@ import org.bytedeco.javacpp.Pointer;
 
 /**
  * LAPACK's {@code potrf('U')} and {@code trtri('U','N')} on a column-major n×n matrix in native memory, float or
- * double, built only from BLAS {@code gemm} and {@code syrk} plus small diagonal blocks solved in Java.
+ * double: OpenBLAS's own where they are right, else the same factorization built only from BLAS {@code gemm} and
+ * {@code syrk} plus small diagonal blocks solved in Java.
  *
- * <p><b>Why not LAPACK.</b> The OpenBLAS 0.3.19 that ND4J bundles (a DYNAMIC_ARCH build) computes {@code dtrsm} and
- * {@code dtrmm} wrongly with its SkylakeX kernels — the ones it picks on most AVX-512 CPUs — and its
- * {@code dpotrf}/{@code dtrtri} are built on them (OpenBLAS issues #2986, #3454). Its {@code gemm} and {@code syrk}
- * are right there, and they carry all the O(n³) work here, so this is as fast and right on every kernel.
- * {@link OpenBlas#verify()} checks these routines at start-up.
+ * <p><b>Why two ways.</b> The OpenBLAS 0.3.19 that ND4J bundles (a DYNAMIC_ARCH build) computes {@code dtrsm} and
+ * {@code dtrmm} wrongly with its SkylakeX and CooperLake kernels — the ones it picks on most AVX-512 Intel CPUs — and
+ * its {@code dpotrf}/{@code dtrtri} are built on them (OpenBLAS issues #2986, #3454). Its {@code gemm} and
+ * {@code syrk} are right with SkylakeX, and they carry all the O(n³) work of the blocked version, which is about
+ * 1.25× slower than LAPACK's on one thread. So LAPACK runs where the kernel set is sound and the blocked version
+ * where it is not ({@link #usesLapack()}); {@link OpenBlas#verify()} checks the one in use at start-up, and every
+ * GPTQ factor is checked against its Hessian.
  *
- * <p><b>Algorithm.</b> Blocked right-looking Cholesky, A = VᵀV with V upper, in blocks of {@value #NB} columns:
+ * <p><b>Blocked algorithm.</b> Right-looking Cholesky, A = VᵀV with V upper, in blocks of {@value #NB} columns:
  * factor the diagonal block in Java (in double), V₁₂ = V₁₁⁻ᵀA₁₂ as a gemm with the block's explicit inverse, then
  * A₂₂ −= V₁₂ᵀV₁₂ with syrk. The inverse X = V⁻¹ goes left to right by column blocks, as LAPACK's trtri:
  * X₀:ⱼ,ⱼ = −X₀:ⱼ,₀:ⱼ·V₀:ⱼ,ⱼ·Vⱼⱼ⁻¹, the triangular product as one gemm per block row so that no work is wasted
- * below the diagonal. Diagonal blocks are computed in double and rounded to the matrix's precision when stored, so
- * the float path is at least as accurate as LAPACK's {@code spotrf}.
+ * below the diagonal. Diagonal blocks are computed in double and rounded to the matrix's precision when stored.
  *
  * <p>Deterministic: the same input, precision and OpenBLAS kernel give the same bits (no thread depends on data).
  */
@@ -38,13 +45,52 @@ public final class UpperCholesky {
 
     private UpperCholesky() {}
 
+    /** Kernel sets of the bundled OpenBLAS whose double-precision triangular routines are wrong. */
+    private static final java.util.Set<String> BROKEN_TRIANGULAR = java.util.Set.of("SKYLAKEX", "COOPERLAKE");
+
+    /** Cache: whether this process's OpenBLAS kernel set has sound LAPACK triangular routines. */
+    private static final class Lapack {
+        static final boolean SOUND = !BROKEN_TRIANGULAR.contains(OpenBlas.kernel());
+    }
+
+    /** Whether {@link #factor} and {@link #invert} run LAPACK (else the blocked gemm/syrk version). */
+    public static boolean usesLapack() {
+        return Lapack.SOUND;
+    }
+
     /**
      * Factors A = VᵀV in place: the upper triangle of {@code a} (n×n, column-major, leading dimension n) is replaced
-     * by V; the strictly lower triangle of each diagonal block becomes 0 and the rest of the lower triangle is not
-     * read. Returns 0, or like LAPACK's {@code info} the 1-based column whose pivot is not positive (or NaN): A is not
-     * positive definite and {@code a} holds a partial factor.
+     * by V; the strict lower triangle is not read and may change. Returns 0, or like LAPACK's {@code info} the
+     * 1-based column whose pivot is not positive (or NaN): A is not positive definite and {@code a} holds a partial
+     * factor.
      */
     public static int factor(Pointer a, int n) {
+        if (!usesLapack()) {
+            return factorBlocked(a, n);
+        }
+        int info = a instanceof FloatPointer f ? LAPACKE_spotrf(LAPACK_COL_MAJOR, (byte) 'U', n, f, n)
+                : LAPACKE_dpotrf(LAPACK_COL_MAJOR, (byte) 'U', n, (DoublePointer) a, n);
+        if (info < 0) {
+            throw new IllegalArgumentException("potrf rejected argument " + (-info));
+        }
+        return info;
+    }
+
+    /** Replaces the upper triangular V in {@code a} (as {@link #factor} leaves it) by V⁻¹; V's diagonal is non-zero. */
+    public static void invert(Pointer a, int n) {
+        if (!usesLapack()) {
+            invertBlocked(a, n);
+            return;
+        }
+        int info = a instanceof FloatPointer f ? LAPACKE_strtri(LAPACK_COL_MAJOR, (byte) 'U', (byte) 'N', n, f, n)
+                : LAPACKE_dtrtri(LAPACK_COL_MAJOR, (byte) 'U', (byte) 'N', n, (DoublePointer) a, n);
+        if (info != 0) {
+            throw new IllegalStateException("trtri failed with info " + info + " on a Cholesky factor");
+        }
+    }
+
+    /** {@link #factor} by the blocked gemm/syrk version; the strict lower triangle of diagonal blocks becomes 0. */
+    static int factorBlocked(Pointer a, int n) {
         Mat m = Mat.of(a, n);
         for (int k = 0; k < n; k += NB) {
             int b = Math.min(NB, n - k);
@@ -81,11 +127,8 @@ public final class UpperCholesky {
         return 0;
     }
 
-    /**
-     * Replaces the upper triangular V in {@code a} (as {@link #factor} leaves it) by V⁻¹. V's diagonal must be
-     * non-zero (it is positive after a successful {@link #factor}).
-     */
-    public static void invert(Pointer a, int n) {
+    /** {@link #invert} by the blocked gemm/syrk version. */
+    static void invertBlocked(Pointer a, int n) {
         Mat m = Mat.of(a, n);
         for (int j = 0; j < n; j += NB) {
             int b = Math.min(NB, n - j);

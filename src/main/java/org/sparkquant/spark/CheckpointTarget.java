@@ -24,6 +24,7 @@ import org.sparkquant.model.ModelInventory;
 final class CheckpointTarget implements OutputTarget {
     private static final long serialVersionUID = 1L;
     static final String REPORT = "quantization_report.json";
+    static final String LEASE = "_lease.json";
 
     private final QuantizeJob job;
 
@@ -57,6 +58,11 @@ final class CheckpointTarget implements OutputTarget {
     }
 
     @Override
+    public String leaseUri() {
+        return Storage.resolve(job.output(), LEASE);
+    }
+
+    @Override
     public void prepare(Storage storage, WorkDir work, boolean overwrite, boolean resume) {
         String out = job.output();
         boolean finished = OutputManifest.isComplete(storage, out);
@@ -68,13 +74,17 @@ final class CheckpointTarget implements OutputTarget {
         if (overwrite && !continuing) {
             if (finished) {
                 work.deleteAll(); // the finished output stays until the new one is committed
-            } else {
-                storage.delete(out);
+            } else if (storage.exists(out)) {
+                for (String name : storage.list(out)) {
+                    if (!name.equals(LEASE)) {
+                        storage.delete(Storage.resolve(out, name));
+                    }
+                }
             }
         }
         // a work directory without a run record is a run that stopped while starting: ours to reuse
         if (!finished && !work.exists(ResumePoint.RUN) && storage.exists(out) && storage.isDirectory(out)
-                && storage.list(out).stream().anyMatch(name -> !name.equals(WorkDir.NAME))) {
+                && storage.list(out).stream().anyMatch(name -> !name.equals(WorkDir.NAME) && !name.equals(LEASE))) {
             throw SparkQuantException.badInput(out + " is not empty; choose a new directory or use --overwrite");
         }
     }
@@ -140,7 +150,7 @@ final class CheckpointTarget implements OutputTarget {
     private static void clearPartialOutput(Storage storage, String out) {
         storage.delete(Storage.resolve(out, OutputManifest.FILE));
         for (String name : storage.list(out)) {
-            if (!name.equals(WorkDir.NAME)) {
+            if (!name.equals(WorkDir.NAME) && !name.equals(LEASE)) {
                 storage.delete(Storage.resolve(out, name));
             }
         }

@@ -84,6 +84,11 @@ final class GgufTarget implements OutputTarget {
         return WorkDir.forFile(storage, job.output());
     }
 
+    @Override
+    public String leaseUri() {
+        return job.output() + ".lease.json";
+    }
+
     /** A file at the URI is a finished output (it is renamed into place last); {@code NAME._work} an unfinished run. */
     @Override
     public void prepare(Storage storage, WorkDir work, boolean overwrite, boolean resume) {

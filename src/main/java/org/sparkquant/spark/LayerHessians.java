@@ -10,6 +10,7 @@ import java.util.Map;
 import org.apache.spark.api.java.JavaPairRDD;
 import org.apache.spark.api.java.JavaRDD;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkquant.SparkQuantException;
 import org.sparkquant.gptq.Gptq;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
@@ -57,8 +58,17 @@ final class LayerHessians {
         }
         Input last = missing.get(missing.size() - 1);
         int tiles = missing.stream().mapToInt(i -> tileStarts(widths.get(i)).length).sum();
-        JavaPairRDD<String, HessianAccumulator> partials = states.mapPartitionsToPair(
-                it -> partials(run, layer, done, widths, last, it));
+        JavaPairRDD<String, HessianAccumulator> partials = states.mapPartitionsToPair(it -> {
+            try {
+                return partials(run, layer, done, widths, last, it);
+            } catch (SparkQuantException e) {
+                if (e.kind() != SparkQuantException.Kind.BAD_INPUT) {
+                    throw e;
+                }
+                throw SparkQuantException.badInput("layer " + layer + " (0-based), inputs " + widths.keySet()
+                        + " of " + run.job().model() + ": " + e.getMessage(), e);
+            }
+        });
         JavaPairRDD<String, HessianAccumulator> merged = partials.reduceByKey(HessianAccumulator::merge, tiles);
         List<InputSummary> finished = merged
                 .mapToPair(t -> new Tuple2<>(t._1().substring(0, t._1().indexOf('#')), t._2()))

@@ -24,6 +24,9 @@ interface OutputTarget extends Serializable, AutoCloseable {
     /** Where a run into this output stages its state. */
     WorkDir workDir(Storage storage);
 
+    /** Where the output's lease lives ({@link OutputLease}): outside the work directory, which a run may delete. */
+    String leaseUri();
+
     /**
      * Before a run, once the inputs are validated: refuses an output that is in the way. With {@code overwrite} a
      * finished output stays until the new one is committed (only an earlier run's work is removed); {@code resume}

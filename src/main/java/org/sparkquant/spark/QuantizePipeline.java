@@ -14,6 +14,7 @@ import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
+import org.sparkquant.SparkQuantException;
 import org.sparkquant.gptq.Gptq;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
@@ -55,7 +56,23 @@ public final class QuantizePipeline {
 
     public static Result run(JavaSparkContext jsc, Storage storage, QuantizeJob job, boolean resume,
             boolean overwrite, Supplier<List<int[]>> calibration, Progress progress, FaultHook faults) {
+        return run(jsc, storage, job, resume, overwrite, calibration, progress, faults, null);
+    }
+
+    /** Takes the lease of the job's output (before the run touches it); see {@link OutputLease}. */
+    public static OutputLease lease(Storage storage, QuantizeJob job, boolean resume, java.time.Duration timeout) {
+        return OutputLease.acquire(storage, OutputTarget.of(job).leaseUri(), job.output(), resume, timeout);
+    }
+
+    /**
+     * The run. {@code lease}, when given, is the output's lease taken by the caller: the run stops if it is lost
+     * (checked at every layer and before the commit).
+     */
+    public static Result run(JavaSparkContext jsc, Storage storage, QuantizeJob job, boolean resume,
+            boolean overwrite, Supplier<List<int[]>> calibration, Progress progress, FaultHook faults,
+            OutputLease lease) {
         long start = System.nanoTime();
+        Runnable owned = lease == null ? () -> { } : lease::check;
         try (OutputTarget target = OutputTarget.of(job)) {
             // validate the inputs (config, tensor headers and shapes, the output's plan) before touching the output
             ModelSource source = ModelSource.dense(storage, job.model());
@@ -68,6 +85,7 @@ public final class QuantizePipeline {
             target.prepare(storage, work, overwrite, resume);
             int layersDone = ResumePoint.begin(work, job, resume, progress);
             QuantizeRun run = new QuantizeRun(job, source, work, target, faults);
+            owned.run();
 
             Map<String, BlockStats> stats = new LinkedHashMap<>();
             Map<String, InputSummary> inputs = new LinkedHashMap<>();
@@ -75,7 +93,7 @@ public final class QuantizePipeline {
                 progress.step(-1, "rtn · quantize " + quantized.size() + " modules");
                 record(stats, quantizeBlocks(jsc, run, blocksOf(quantized)));
             } else if (!quantized.isEmpty()) {
-                runLayers(jsc, run, inventory, quantized, layersDone, calibration, progress, stats, inputs);
+                runLayers(jsc, run, inventory, quantized, layersDone, calibration, progress, stats, inputs, owned);
             }
             if (job.layerwise()) {
                 LayerHessians.loadStaged(run, inventory.layers(), inputs);
@@ -85,6 +103,7 @@ public final class QuantizePipeline {
             progress.step(-1, "report");
             QuantizeReport report = QuantizeReport.of(job, target, inventory, names, stats.values(), inputs);
             exports(run, inventory, quantized, inputs);
+            owned.run();
             List<String> files = target.commit(run, inventory, report, progress);
             work.deleteAll();
             return new Result(report.modules(), files, (System.nanoTime() - start) / 1e9, layersDone,
@@ -109,7 +128,7 @@ public final class QuantizePipeline {
 
     private static void runLayers(JavaSparkContext jsc, QuantizeRun run, ModelInventory inventory,
             List<LinearModule> quantized, int layersDone, Supplier<List<int[]>> calibration, Progress progress,
-            Map<String, BlockStats> stats, Map<String, InputSummary> inputs) {
+            Map<String, BlockStats> stats, Map<String, InputSummary> inputs, Runnable owned) {
         WorkDir work = run.work();
         ModelSource source = run.source();
         Set<String> names = new HashSet<>();
@@ -141,6 +160,7 @@ public final class QuantizePipeline {
         states.count();
 
         for (int layer = layersDone; layer < layers; layer++) {
+            owned.run();
             List<LinearModule> done = new ArrayList<>();
             List<BlockStats> layerStats = new ArrayList<>();
             for (List<Input> group : groups(run.job().trueSequential())) {
@@ -255,6 +275,22 @@ public final class QuantizePipeline {
         }
         LinearModule m = block.module();
         float[] rows = run.source().open().store().readRows(m.weight(), block.r0(), block.r1());
+        try {
+            return quantizeBlock(run, index, block, rows);
+        } catch (SparkQuantException e) {
+            if (e.kind() != SparkQuantException.Kind.BAD_INPUT) {
+                throw e;
+            }
+            // name what the user can find: the tensor, its layer and the model (row numbers count from r0)
+            throw SparkQuantException.badInput(m.weight() + " (layer " + m.layer() + ", rows " + block.r0() + "-"
+                    + (block.r1() - 1) + ") in " + run.job().model() + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block, float[] rows) {
+        Storage storage = run.storage();
+        WorkDir work = run.work();
+        LinearModule m = block.module();
         long t0 = System.nanoTime();
         OutputTarget target = run.target();
         OutputTarget.Codes codes;

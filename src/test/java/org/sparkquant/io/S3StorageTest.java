@@ -46,6 +46,19 @@ class S3StorageTest {
         return b.array();
     }
 
+    /** The lease's atomic create: a conditional PUT (If-None-Match) that only the first writer wins. */
+    @Test
+    void createExclusiveIsAConditionalPut() {
+        Storage storage = Storage.of(S3.settings());
+        String uri = S3.uri("lease/_lease.json");
+        assertTrue(storage.createExclusive(uri, "first\n"));
+        assertFalse(storage.createExclusive(uri, "second\n"));
+        assertEquals("first\n", storage.readString(uri));
+        storage.delete(uri);
+        assertTrue(storage.createExclusive(uri, "third\n"));
+        assertEquals("third\n", storage.readString(uri));
+    }
+
     @Test
     void modelRoundTripThroughS3() {
         Storage storage = Storage.of(S3.settings());

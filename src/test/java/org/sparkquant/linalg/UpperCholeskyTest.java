@@ -10,7 +10,10 @@ import org.bytedeco.javacpp.Pointer;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
-/** The blocked factorization and inverse against a plain textbook Cholesky and back substitution in Java. */
+/**
+ * Both ways to the factor and its inverse — the blocked gemm/syrk version and the one {@link UpperCholesky#factor}
+ * picks for this process's kernel — against a plain textbook Cholesky and back substitution in Java.
+ */
 class UpperCholeskyTest {
     /** A = XᵀX/rows + 0.01·I, column-major, both triangles filled (the lower one must not be read). */
     static double[] spd(int n, long seed) {
@@ -101,26 +104,34 @@ class UpperCholeskyTest {
         return err / scale;
     }
 
-    @ParameterizedTest(name = "n={0} fp32={1}")
-    @CsvSource({"1,false", "2,true", "127,false", "128,true", "129,false", "257,true", "300,false", "400,true",
-        "513,false"})
-    void factorAndInverseMatchTheTextbook(int n, boolean f32) {
+    static int factor(Pointer p, int n, boolean blocked) {
+        return blocked ? UpperCholesky.factorBlocked(p, n) : UpperCholesky.factor(p, n);
+    }
+
+    @ParameterizedTest(name = "n={0} fp32={1} blocked={2}")
+    @CsvSource({"1,false,true", "2,true,true", "127,false,true", "128,true,true", "129,false,true", "257,true,true",
+        "300,false,true", "400,true,true", "513,false,true", "300,false,false", "257,true,false"})
+    void factorAndInverseMatchTheTextbook(int n, boolean f32, boolean blocked) {
         double[] a = spd(n, n);
         double[] v = referenceFactor(a, n);
         double[] x = referenceInverse(v, n);
         Pointer p = load(a, f32);
         try {
-            assertEquals(0, UpperCholesky.factor(p, n));
+            assertEquals(0, factor(p, n, blocked));
             double tol = f32 ? 2e-4 : 1e-11;
             double[] got = read(p, n * n);
             assertTrue(upperError(got, v, n) < tol, "factor error " + upperError(got, v, n));
-            for (int j = 0; j < n; j++) { // diagonal blocks are 0 below the diagonal after factor
+            for (int j = 0; j < n && blocked; j++) { // diagonal blocks are 0 below the diagonal after factor
                 int j0 = j / UpperCholesky.NB * UpperCholesky.NB;
                 for (int i = j + 1; i < Math.min(n, j0 + UpperCholesky.NB); i++) {
                     assertEquals(0, got[i + j * n], "below the diagonal at " + i + "," + j);
                 }
             }
-            UpperCholesky.invert(p, n);
+            if (blocked) {
+                UpperCholesky.invertBlocked(p, n);
+            } else {
+                UpperCholesky.invert(p, n);
+            }
             double[] inv = read(p, n * n);
             assertTrue(upperError(inv, x, n) < tol * 10, "inverse error " + upperError(inv, x, n));
         } finally {
@@ -128,9 +139,9 @@ class UpperCholeskyTest {
         }
     }
 
-    @ParameterizedTest(name = "n={0}, bad column {1}")
-    @CsvSource({"50,17", "300,1", "300,200", "260,256"})
-    void reportsTheFirstColumnThatIsNotPositiveDefinite(int n, int bad) {
+    @ParameterizedTest(name = "n={0}, bad column {1}, blocked={2}")
+    @CsvSource({"50,17,true", "300,1,true", "300,200,true", "260,256,true", "300,200,false"})
+    void reportsTheFirstColumnThatIsNotPositiveDefinite(int n, int bad, boolean blocked) {
         double[] a = spd(n, 7);
         // Make column `bad` (0-based) a copy of an earlier one, less 1 on the diagonal: the Schur complement at `bad`
         // is then −1, so its pivot is the first that is not positive.
@@ -143,7 +154,7 @@ class UpperCholeskyTest {
         b[bad + bad * n] = bad == 0 ? -1 : a[src + src * n] - 1;
         Pointer p = load(b, false);
         try {
-            int info = UpperCholesky.factor(p, n);
+            int info = factor(p, n, blocked);
             assertEquals(bad + 1, info);
         } finally {
             p.deallocate();

@@ -211,6 +211,96 @@ class SafeRunsTest {
         }
     }
 
+    /**
+     * Airflow's zombie case: a second attempt starts while the first is alive. It is refused, with or without
+     * --resume, naming the owner; the first finishes undisturbed.
+     */
+    /** Latches of the paused run: static, so the (serializable) hook refers to them without capturing them. */
+    private static java.util.concurrent.CountDownLatch atLayer;
+    private static java.util.concurrent.CountDownLatch release;
+
+    @Test
+    void twoRunsNeverWriteOneOutput() throws Exception {
+        Path out = tmp.resolve("contended");
+        atLayer = new java.util.concurrent.CountDownLatch(1);
+        release = new java.util.concurrent.CountDownLatch(1);
+        FaultHook pause = (point, i, attempt) -> {
+            if (point == FaultHook.Point.LAYER_DONE && i == 0) {
+                atLayer.countDown();
+                try {
+                    release.await(5, java.util.concurrent.TimeUnit.MINUTES);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        };
+        java.util.concurrent.CompletableFuture<CliRun> first =
+                java.util.concurrent.CompletableFuture.supplyAsync(() -> quantize(pause, model, out));
+        while (!atLayer.await(1, java.util.concurrent.TimeUnit.SECONDS)) {
+            assertFalse(first.isDone(), () -> "the first run ended before layer 0: " + first.join().err());
+        }
+        assertTrue(Files.exists(out.resolve("_lease.json")));
+        for (String[] extra : new String[][] {{}, {"--resume"}, {"--overwrite"}}) {
+            CliRun second = quantize(out, extra);
+            assertEquals(2, second.exitCode(), String.join(" ", extra) + ": " + second.err());
+            assertTrue(second.err().contains("is being written by run"), second.err());
+            assertTrue(second.err().contains("last seen"), second.err());
+            assertOneLine(second);
+        }
+        release.countDown();
+        CliRun done = first.get(5, java.util.concurrent.TimeUnit.MINUTES);
+        assertEquals(0, done.exitCode(), done.err());
+        assertFalse(Files.exists(out.resolve("_lease.json")), "the lease is given back");
+        assertEquals(0, CliRun.of("verify", "--model", out.toString()).exitCode());
+        Path alone = tmp.resolve("uncontended");
+        assertEquals(0, quantize(alone).exitCode());
+        OutputFiles.assertIdentical(alone, out, QuantizePipelineTest.TIMED);
+    }
+
+    /** A lease whose heartbeat stopped (a killed run) is taken over by --resume only; a fresh one never. */
+    @Test
+    void aStaleLeaseIsTakenOverByResume() throws Exception {
+        Path out = tmp.resolve("stale");
+        Files.createDirectories(out);
+        long hourAgo = System.currentTimeMillis() - 3_600_000L;
+        String stale = "{\"owner\": \"dead-run\", \"host\": \"worker-7\", \"pid\": 4242, \"started_ms\": "
+                + hourAgo + ", \"heartbeat_ms\": " + hourAgo + "}";
+        Files.writeString(out.resolve("_lease.json"), stale);
+        CliRun plain = quantize(out);
+        assertEquals(2, plain.exitCode(), plain.err());
+        assertTrue(plain.err().contains("add --resume to take it over") && plain.err().contains("worker-7"),
+                plain.err());
+        CliRun takeover = quantize(out, "--resume");
+        assertEquals(0, takeover.exitCode(), takeover.err());
+        assertFalse(Files.exists(out.resolve("_lease.json")));
+
+        Path busy = tmp.resolve("busy");
+        Files.createDirectories(busy);
+        long now = System.currentTimeMillis();
+        Files.writeString(busy.resolve("_lease.json"), stale.replace(Long.toString(hourAgo), Long.toString(now)));
+        CliRun refused = quantize(busy, "--resume");
+        assertEquals(2, refused.exitCode(), refused.err());
+        assertTrue(refused.err().contains("is being written by run dead-run on worker-7"), refused.err());
+        Thread.sleep(2100);
+        // the timeout is the reader's: with 1 s the same lease is stale two seconds later
+        CliRun later = quantize(busy, "--resume", "--lease-timeout", "1");
+        assertEquals(0, later.exitCode(), later.err());
+    }
+
+    /** A typo in a setting is not silently ignored; values are never printed. */
+    @Test
+    void unknownSettingsWarnWithASuggestion() {
+        CliRun run = CliRun.of("inspect", "--model", model.toString(), "--conf", "spark.exeuctor.memory=4g",
+                "--conf", "executor.cores=s3cr3t", "--conf", "spark.executor.memory=2g",
+                "--conf", "spark.executorEnv.FOO=1");
+        assertEquals(0, run.exitCode(), run.err());
+        assertTrue(run.err().contains("unknown Spark setting spark.exeuctor.memory; did you mean "
+                + "spark.executor.memory?"), run.err());
+        assertTrue(run.err().contains("setting executor.cores is ignored"), run.err());
+        assertFalse(run.err().contains("spark.executor.memory;") || run.err().contains("FOO"), run.err());
+        assertFalse(run.err().contains("s3cr3t"), run.err());
+    }
+
     private static void copyDirectory(Path from, Path to) throws IOException {
         Files.createDirectories(to);
         try (Stream<Path> files = Files.list(from)) {
