@@ -19,7 +19,7 @@ import org.sparkquant.format.gguf.GgmlType;
  * @param losses      [rows] Σ (w−q)²/d²/2 per row with d = U[i,i] (as {@link QuantizedRows#losses}); NaN for RTN
  */
 public record GgmlQuantizedRows(GgmlType type, int rows, int columns, byte[] data, float[] dequantized,
-                                double[] losses) implements Serializable {
+                                double[] losses) implements QuantizedBlock {
 
     public GgmlQuantizedRows {
         if (!type.isQuantized() || rows < 0 || columns % type.blockSize() != 0

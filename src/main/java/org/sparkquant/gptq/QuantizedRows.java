@@ -24,7 +24,7 @@ import org.sparkquant.SparkQuantException;
  */
 public record QuantizedRows(int rows, int columns, int bits, int groupSize, int groups, byte[] codes,
                             float[] scales, int[] zeros, int[] gIdx, float[] dequantized, double[] losses)
-        implements Serializable {
+        implements QuantizedBlock {
 
     public QuantizedRows {
         if ((long) rows * columns != codes.length || (long) rows * columns != dequantized.length

@@ -9,6 +9,7 @@ import org.sparkquant.format.gptq.QuantizedLinear;
 import org.sparkquant.gptq.Gptq;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.QuantizedBlock;
 import org.sparkquant.gptq.QuantizedRows;
 import org.sparkquant.io.OutputManifest;
 import org.sparkquant.io.Storage;
@@ -30,26 +31,6 @@ final class CheckpointTarget implements OutputTarget {
 
     CheckpointTarget(QuantizeJob job) {
         this.job = job;
-    }
-
-    /** A staged block: the rows' codes, scales and zeros. */
-    record Block(QuantizedRows rows, BlockStats stats) implements StagedBlock {
-        @Override
-        public float[] dequantized() {
-            return rows.dequantized();
-        }
-    }
-
-    private record Rows(QuantizedRows rows, double loss) implements Codes {
-        @Override
-        public float[] dequantized() {
-            return rows.dequantized();
-        }
-
-        @Override
-        public StagedBlock staged(BlockStats stats) {
-            return new Block(rows, stats);
-        }
     }
 
     @Override
@@ -97,14 +78,13 @@ final class CheckpointTarget implements OutputTarget {
     }
 
     @Override
-    public Codes rtn(float[] rows, ModuleBlocks.Block block, Hessian h) {
-        return new Rows(Gptq.rtn(rows, block.rows(), block.module().inFeatures(), job.quant()), Double.NaN);
+    public QuantizedBlock rtn(float[] rows, ModuleBlocks.Block block, Hessian h) {
+        return Gptq.rtn(rows, block.rows(), block.module().inFeatures(), job.quant());
     }
 
     @Override
-    public Codes gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep) {
-        QuantizedRows q = Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant());
-        return new Rows(q, sum(q.losses()));
+    public QuantizedBlock gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep) {
+        return Gptq.quantize(rows, block.rows(), block.r0(), prep, job.quant());
     }
 
     @Override
@@ -162,7 +142,8 @@ final class CheckpointTarget implements OutputTarget {
                 job.quant().groupSize(), job.quant().sym(), m.inFeatures(), m.outFeatures());
         int[] gIdx = null;
         for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {
-            QuantizedRows q = Staged.<Block>readObject(run.storage(), run.work().path(b.stagedPath())).rows();
+            QuantizedRows q = Staged.<StagedBlock<QuantizedRows>>readObject(run.storage(),
+                    run.work().path(b.stagedPath())).rows();
             int groups = q.groups();
             float[] scales = new float[groups * b.rows()];
             int[] zeros = new int[groups * b.rows()];
@@ -180,13 +161,5 @@ final class CheckpointTarget implements OutputTarget {
             builder.bias(store.readFloats(m.biasName()));
         }
         return builder.build();
-    }
-
-    static double sum(double[] values) {
-        double s = 0;
-        for (double v : values) {
-            s += v;
-        }
-        return s;
     }
 }

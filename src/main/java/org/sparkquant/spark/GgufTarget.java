@@ -27,6 +27,7 @@ import org.sparkquant.gptq.GgmlGptq;
 import org.sparkquant.gptq.GgmlQuantizedRows;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.QuantizedBlock;
 import org.sparkquant.io.OutputManifest;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
@@ -57,26 +58,6 @@ final class GgufTarget implements OutputTarget {
 
     GgufTarget(QuantizeJob job) {
         this.job = job;
-    }
-
-    /** A staged block: ggml blocks of the rows, in the planned type. */
-    record Block(GgmlQuantizedRows rows, BlockStats stats) implements StagedBlock {
-        @Override
-        public float[] dequantized() {
-            return rows.dequantized();
-        }
-    }
-
-    private record Rows(GgmlQuantizedRows rows, double loss) implements Codes {
-        @Override
-        public float[] dequantized() {
-            return rows.dequantized();
-        }
-
-        @Override
-        public StagedBlock staged(BlockStats stats) {
-            return new Block(rows, stats);
-        }
     }
 
     @Override
@@ -122,17 +103,15 @@ final class GgufTarget implements OutputTarget {
     }
 
     @Override
-    public Codes rtn(float[] rows, ModuleBlocks.Block block, Hessian h) {
+    public QuantizedBlock rtn(float[] rows, ModuleBlocks.Block block, Hessian h) {
         GgmlType type = types.get(block.module().name());
-        return new Rows(GgmlGptq.rtn(rows, block.rows(), block.module().inFeatures(), type, importance(h)),
-                Double.NaN);
+        return GgmlGptq.rtn(rows, block.rows(), block.module().inFeatures(), type, importance(h));
     }
 
     @Override
-    public Codes gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep) {
+    public QuantizedBlock gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep) {
         GgmlType type = types.get(block.module().name());
-        GgmlQuantizedRows q = GgmlGptq.quantize(rows, block.rows(), block.r0(), prep, type, importance(h));
-        return new Rows(q, CheckpointTarget.sum(q.losses()));
+        return GgmlGptq.quantize(rows, block.rows(), block.r0(), prep, type, importance(h));
     }
 
     /** llama.cpp's imatrix statistic, diag(H), when --importance hessian-diag asks for it. */
@@ -159,7 +138,8 @@ final class GgufTarget implements OutputTarget {
         try {
             // the report is written once the file's bytes exist, before the file is renamed into place
             write(storage, job, store, exporter, inventory, types,
-                    b -> Staged.<Block>readObject(storage, run.work().path(b.stagedPath())).rows(),
+                    b -> Staged.<StagedBlock<GgmlQuantizedRows>>readObject(storage, run.work().path(b.stagedPath()))
+                            .rows(),
                     () -> report.write(storage, job.output() + REPORT_SUFFIX, progress.phases()));
         } finally {
             close();

@@ -6,6 +6,7 @@ import java.util.List;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.QuantizedBlock;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.ModelInventory;
@@ -44,10 +45,10 @@ interface OutputTarget extends Serializable, AutoCloseable {
      * Round-to-nearest codes of a block of output rows; {@code h} is the module input's Hessian, or null in a run
      * without calibration.
      */
-    Codes rtn(float[] rows, ModuleBlocks.Block block, Hessian h);
+    QuantizedBlock rtn(float[] rows, ModuleBlocks.Block block, Hessian h);
 
     /** GPTQ codes of a block of output rows, with the input's Hessian and its GPTQ preparation. */
-    Codes gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep);
+    QuantizedBlock gptq(float[] rows, ModuleBlocks.Block block, Hessian h, GptqPreparation prep);
 
     /** How a quantized module is stored, for the report. */
     ModuleType type(LinearModule module);
@@ -64,16 +65,6 @@ interface OutputTarget extends Serializable, AutoCloseable {
     /** Releases what {@link #plan} holds on the driver (after the commit, or when a run fails). */
     @Override
     default void close() {
-    }
-
-    /** A block quantized into the target's format, before its statistics are known. */
-    interface Codes {
-        float[] dequantized();
-
-        /** GPTQ's objective summed over the rows, NaN for round-to-nearest. */
-        double loss();
-
-        StagedBlock staged(BlockStats stats);
     }
 
     /** Integer codes of {@code bits} in groups of {@code groupSize} columns, or a ggml block type (bits 0). */

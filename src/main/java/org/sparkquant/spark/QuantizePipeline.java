@@ -18,6 +18,7 @@ import org.sparkquant.SparkQuantException;
 import org.sparkquant.gptq.Gptq;
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.QuantizedBlock;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
@@ -270,7 +271,7 @@ public final class QuantizePipeline {
         Storage storage = run.storage();
         WorkDir work = run.work();
         if (work.exists(block.stagedPath())) {
-            StagedBlock staged = Staged.readObject(storage, work.path(block.stagedPath()));
+            StagedBlock<?> staged = Staged.readObject(storage, work.path(block.stagedPath()));
             return staged.stats();
         }
         LinearModule m = block.module();
@@ -293,7 +294,7 @@ public final class QuantizePipeline {
         LinearModule m = block.module();
         long t0 = System.nanoTime();
         OutputTarget target = run.target();
-        OutputTarget.Codes codes;
+        QuantizedBlock codes;
         double hessianError = Double.NaN;
         double rtnError = Double.NaN;
         if (run.job().layerwise()) {
@@ -302,17 +303,17 @@ public final class QuantizePipeline {
             String hessianPath = work.path(LayerHessians.hessianPath(layer, input));
             Hessian h = ExecutorCache.slot("hessian:" + input, hessianPath,
                     () -> Staged.readObject(storage, hessianPath));
-            OutputTarget.Codes rtn = target.rtn(rows, block, h);
+            QuantizedBlock rtn = target.rtn(rows, block, h);
             if (run.job().method() == QuantizeJob.Method.GPTQ) {
                 String prepPath = work.path(LayerHessians.prepPath(layer, input));
                 GptqPreparation prep = ExecutorCache.slot("prep:" + input, prepPath,
                         () -> Staged.readObject(storage, prepPath));
                 codes = target.gptq(rows, block, h, prep);
-                rtnError = CheckpointTarget.sum(Gptq.hessianError(h, rows, rtn.dequantized(), block.rows()));
+                rtnError = sum(Gptq.hessianError(h, rows, rtn.dequantized(), block.rows()));
             } else {
                 codes = rtn;
             }
-            hessianError = CheckpointTarget.sum(Gptq.hessianError(h, rows, codes.dequantized(), block.rows()));
+            hessianError = sum(Gptq.hessianError(h, rows, codes.dequantized(), block.rows()));
             if (codes == rtn) {
                 rtnError = hessianError;
             }
@@ -322,10 +323,19 @@ public final class QuantizePipeline {
         double seconds = (System.nanoTime() - t0) / 1e9;
         TaskContext task = TaskContext.get();
         run.faults().at(FaultHook.Point.BLOCK_QUANTIZED, index, task == null ? 0 : task.attemptNumber());
-        BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), codes.loss(), hessianError, rtnError,
-                seconds);
-        work.writeOnce(block.stagedPath(), Staged.object(codes.staged(stats)));
+        // GPTQ's objective; NaN for round-to-nearest, whose losses are NaN
+        double loss = sum(codes.losses());
+        BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), loss, hessianError, rtnError, seconds);
+        work.writeOnce(block.stagedPath(), Staged.object(new StagedBlock<>(codes, stats)));
         return stats;
+    }
+
+    private static double sum(double[] values) {
+        double s = 0;
+        for (double v : values) {
+            s += v;
+        }
+        return s;
     }
 
     /**
@@ -354,7 +364,7 @@ public final class QuantizePipeline {
             for (LinearModule m : todo) {
                 float[] weight = new float[m.outFeatures() * m.inFeatures()];
                 for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {
-                    StagedBlock staged = Staged.readObject(source.storage(), run.work().path(b.stagedPath()));
+                    StagedBlock<?> staged = Staged.readObject(source.storage(), run.work().path(b.stagedPath()));
                     System.arraycopy(staged.dequantized(), 0, weight, b.r0() * m.inFeatures(),
                             b.rows() * m.inFeatures());
                 }
