@@ -4,7 +4,8 @@ import java.io.Serializable;
 
 /**
  * What one block of output channels cost and achieved: returned by the quantize step, persisted with each finished
- * layer (for a resumed run's report), summed per module by {@link QuantizeReport}.
+ * layer (for a resumed run's report), summed per module by {@link QuantizeReport}. {@code blasKernel} is the
+ * OpenBLAS kernel set of the executor that quantized the block: one run should see one.
  */
 public record BlockStats(String module, int r0, int r1, double loss, double hessianError, double rtnError,
-        double seconds) implements Serializable {}
+        double seconds, String blasKernel) implements Serializable {}

@@ -20,6 +20,7 @@ import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
 import org.sparkquant.gptq.QuantizedBlock;
 import org.sparkquant.io.Storage;
+import org.sparkquant.linalg.OpenBlas;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.LinearModule.Input;
@@ -103,6 +104,11 @@ public final class QuantizePipeline {
             quantized.forEach(m -> names.add(m.name()));
             progress.step(-1, "report");
             QuantizeReport report = QuantizeReport.of(job, target, inventory, names, stats.values(), inputs);
+            if (report.blasKernels().size() > 1) {
+                progress.message("warning: executors ran different OpenBLAS kernels " + report.blasKernels()
+                        + ", so the output is not byte-identical to a uniform cluster's; set "
+                        + "spark.executorEnv.OPENBLAS_CORETYPE to one of them");
+            }
             exports(run, inventory, quantized, inputs);
             owned.run();
             List<String> files = target.commit(run, inventory, report, progress);
@@ -325,7 +331,8 @@ public final class QuantizePipeline {
         run.faults().at(FaultHook.Point.BLOCK_QUANTIZED, index, task == null ? 0 : task.attemptNumber());
         // GPTQ's objective; NaN for round-to-nearest, whose losses are NaN
         double loss = sum(codes.losses());
-        BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), loss, hessianError, rtnError, seconds);
+        BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), loss, hessianError, rtnError, seconds,
+                OpenBlas.kernel());
         work.writeOnce(block.stagedPath(), Staged.object(new StagedBlock<>(codes, stats)));
         return stats;
     }

@@ -2,12 +2,14 @@ package org.sparkquant.spark;
 
 import java.util.ArrayList;
 import java.util.Collection;
+import java.util.Collections;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -29,11 +31,13 @@ public final class QuantizeReport {
     private final QuantizeJob job;
     private final OutputTarget target;
     private final List<ModuleReport> modules;
+    private final Set<String> blasKernels;
 
-    private QuantizeReport(QuantizeJob job, OutputTarget target, List<ModuleReport> modules) {
+    private QuantizeReport(QuantizeJob job, OutputTarget target, List<ModuleReport> modules, Set<String> blasKernels) {
         this.job = job;
         this.target = target;
         this.modules = modules;
+        this.blasKernels = blasKernels;
     }
 
     static QuantizeReport of(QuantizeJob job, OutputTarget target, ModelInventory inventory, Set<String> quantized,
@@ -70,11 +74,18 @@ public final class QuantizeReport {
             }
         }
         out.sort(Comparator.comparingInt(ModuleReport::layer));
-        return new QuantizeReport(job, target, List.copyOf(out));
+        Set<String> kernels = new TreeSet<>();
+        blocks.forEach(b -> kernels.add(b.blasKernel()));
+        return new QuantizeReport(job, target, List.copyOf(out), Collections.unmodifiableSet(kernels));
     }
 
     public List<ModuleReport> modules() {
         return modules;
+    }
+
+    /** The OpenBLAS kernel sets the executors quantized with (one, on a uniform cluster). */
+    public Set<String> blasKernels() {
+        return blasKernels;
     }
 
     void write(Storage storage, String uri, Map<String, Double> phases) {
@@ -86,6 +97,8 @@ public final class QuantizeReport {
         root.set("settings", mapper.valueToTree(job.quant()));
         root.put("samples", job.samples());
         root.put("seq_len", job.seqLen());
+        var kernels = root.putArray("blas_kernels");
+        blasKernels.forEach(kernels::add);
         ObjectNode time = root.putObject("seconds_by_phase");
         phases.forEach((k, v) -> time.put(k, Math.round(v * 1000) / 1000.0));
         var array = root.putArray("modules");

@@ -86,6 +86,8 @@ class QuantizePipelineTest {
         assertEquals(32, q.get("group_size").asInt());
         JsonNode report = new ObjectMapper().readTree(one.resolve(QuantizePipeline.REPORT).toFile());
         assertEquals(14, report.get("modules").size());
+        assertEquals(1, report.get("blas_kernels").size(), "one OpenBLAS kernel set: " + report);
+        assertEquals(org.sparkquant.linalg.OpenBlas.kernel(), report.get("blas_kernels").get(0).asText());
         for (JsonNode m : report.get("modules")) {
             assertTrue(m.get("hessian_error").asDouble() < m.get("rtn_hessian_error").asDouble(),
                     "GPTQ must beat RTN on " + m);
