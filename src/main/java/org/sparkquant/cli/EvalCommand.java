@@ -15,6 +15,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.OutputManifest;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.MemoryPlan;
 import org.sparkquant.nn.Perplexity;
@@ -75,6 +76,10 @@ public final class EvalCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print one JSON object: ppl, windows, tokens, seconds.")
     boolean json;
 
+    @Option(names = "--no-verify", description = "Skip checking a sparkquant output against its _SUCCESS manifest or "
+            + ".sha256 first (reading every byte takes time on large models).")
+    boolean noVerify;
+
     @Override
     public Integer call() throws Exception {
         if (seqLen < 2 || windowsPerPartition <= 0 || maxWindows < 0) {
@@ -83,6 +88,9 @@ public final class EvalCommand implements Callable<Integer> {
         }
         long start = System.nanoTime();
         Storage storage = common.storage();
+        if (!noVerify) {
+            verifyOutput(storage);
+        }
         ModelSource source = ModelSource.of(storage, model);
         List<int[]> windows;
         try (TextTokenizer tokenizer = source.tokenizer(bos == null ? null : bos.add)) {
@@ -140,5 +148,27 @@ public final class EvalCommand implements Callable<Integer> {
             throw SparkQuantException.badInput(uri + ": no text (the file is empty or blank)");
         }
         return joined;
+    }
+
+    /**
+     * A sparkquant output is evaluated only as it was written: a directory with {@code _SUCCESS} must match it, a
+     * GGUF file with a {@code .sha256} beside it must match that, and an unfinished run's directory is refused.
+     */
+    private void verifyOutput(Storage storage) {
+        boolean file = storage.exists(model) && !storage.isDirectory(model);
+        List<String> problems = List.of();
+        if (file && storage.exists(model + OutputManifest.FILE_CHECKSUM_SUFFIX)) {
+            problems = OutputManifest.verifyFile(storage, model);
+        } else if (!file && OutputManifest.isComplete(storage, model)) {
+            problems = OutputManifest.verify(storage, model);
+        } else if (!file && storage.exists(Storage.resolve(model, "_work"))) {
+            throw SparkQuantException.badInput(model + " is an unfinished sparkquant run (no " + OutputManifest.FILE
+                    + "); finish it with quantize --resume");
+        }
+        if (!problems.isEmpty()) {
+            throw SparkQuantException.badInput(model + ": " + problems.get(0) + (problems.size() > 1 ? " (and "
+                    + (problems.size() - 1) + " more)" : "") + "; the output was damaged or changed since it was "
+                    + "written (sparkquant verify lists every file; --no-verify skips this check)");
+        }
     }
 }

@@ -301,6 +301,39 @@ class SafeRunsTest {
         assertFalse(run.err().contains("s3cr3t"), run.err());
     }
 
+    /** eval reads a sparkquant output only as it was written: a flipped byte or an unfinished run is refused. */
+    @Test
+    void evalRefusesADamagedOrUnfinishedOutput() throws Exception {
+        Path gguf = tmp.resolve("eval-check.gguf");
+        CliRun made = CliRun.of("quantize", "--model", model.toString(), "--output", gguf.toString(), "--gguf-type",
+                "Q8_0", "--conf", "spark.master=local[2]", "--conf", "spark.ui.enabled=false");
+        assertEquals(0, made.exitCode(), made.err());
+        String[] eval = {"eval", "--model", gguf.toString(), "--data", calib.toString(), "--seq-len", "32",
+            "--max-windows", "2", "--conf", "spark.master=local[1]", "--conf", "spark.ui.enabled=false"};
+        assertEquals(0, CliRun.of(eval).exitCode());
+        try (RandomAccessFile f = new RandomAccessFile(gguf.toFile(), "rw")) {
+            long at = f.length() - 10; // inside the last tensor's data
+            f.seek(at);
+            int b = f.read();
+            f.seek(at);
+            f.write(b ^ 0x40);
+        }
+        CliRun damaged = CliRun.of(eval);
+        assertEquals(2, damaged.exitCode(), damaged.err());
+        assertTrue(damaged.err().contains("damaged or changed") && damaged.err().contains("--no-verify"),
+                damaged.err());
+        List<String> skip = new ArrayList<>(List.of(eval));
+        skip.add("--no-verify");
+        assertEquals(0, CliRun.of(skip.toArray(String[]::new)).exitCode(), "--no-verify reads it anyway");
+
+        Path unfinished = tmp.resolve("eval-unfinished");
+        assertEquals(1, quantize(Faults.stopAfterLayer(0), model, unfinished).exitCode());
+        CliRun partial = CliRun.of("eval", "--model", unfinished.toString(), "--data", calib.toString(),
+                "--seq-len", "32");
+        assertEquals(2, partial.exitCode(), partial.err());
+        assertTrue(partial.err().contains("unfinished sparkquant run"), partial.err());
+    }
+
     private static void copyDirectory(Path from, Path to) throws IOException {
         Files.createDirectories(to);
         try (Stream<Path> files = Files.list(from)) {
