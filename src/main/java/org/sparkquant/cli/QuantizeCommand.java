@@ -250,7 +250,7 @@ public final class QuantizeCommand implements Callable<Integer> {
         QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
                 QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, samples, seqLen, seed, samplesPerPartition,
                 saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
-                exportImatrix);
+                exportImatrix, fingerprints(storage, calibrated));
         if (gguf && m == QuantizeJob.Method.RTN && method == null) {
             spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + fileType
                     + " with round-to-nearest (llama-quantize's reference quantizers)");
@@ -292,6 +292,30 @@ public final class QuantizeCommand implements Callable<Integer> {
         } finally {
             spark.stop();
         }
+    }
+
+    /** Fingerprints of the model's files and the calibration data, recorded in run.json for --resume. */
+    private java.util.SortedMap<String, String> fingerprints(Storage storage, boolean calibrated) {
+        java.util.SortedMap<String, String> out = new java.util.TreeMap<>();
+        for (String name : storage.list(model)) {
+            String uri = Storage.resolve(model, name);
+            if (!name.startsWith(".") && !storage.isDirectory(uri)) {
+                out.put("model/" + name, storage.fingerprint(uri, 64L << 20));
+            }
+        }
+        if (calibrated) {
+            if (storage.isDirectory(calibration)) {
+                for (String name : storage.list(calibration)) {
+                    String uri = Storage.resolve(calibration, name);
+                    if (!name.startsWith(".") && !name.startsWith("_") && !storage.isDirectory(uri)) {
+                        out.put("calibration/" + name, storage.fingerprint(uri, 256L << 20));
+                    }
+                }
+            } else {
+                out.put("calibration", storage.fingerprint(calibration, 256L << 20));
+            }
+        }
+        return out;
     }
 
     /** The calibration checks that need no Spark, made before the run touches its output. */

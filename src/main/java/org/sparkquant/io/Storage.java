@@ -362,6 +362,41 @@ public final class Storage implements Serializable {
         return false;
     }
 
+    /**
+     * What identifies a file's content for a resumed run without reading all of a large one: its size, and the
+     * SHA-256 of the whole file up to {@code wholeUpTo} bytes, else of its first and last MiB (a safetensors header
+     * is at the start).
+     */
+    public String fingerprint(String uri, long wholeUpTo) {
+        long size = length(uri);
+        try {
+            java.security.MessageDigest sha = java.security.MessageDigest.getInstance("SHA-256");
+            try (RandomAccessInput in = open(uri)) {
+                long mib = 1L << 20;
+                if (size <= wholeUpTo) {
+                    digestRange(in, 0, size, sha);
+                } else {
+                    digestRange(in, 0, Math.min(size, mib), sha);
+                    digestRange(in, Math.max(mib, size - mib), size, sha);
+                }
+            }
+            return "size " + size + ", sha256 " + java.util.HexFormat.of().formatHex(sha.digest())
+                    + (size <= wholeUpTo ? "" : " (first and last MiB)");
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static void digestRange(RandomAccessInput in, long from, long to, java.security.MessageDigest sha) {
+        byte[] buffer = new byte[1 << 16];
+        for (long at = from; at < to; ) {
+            int n = (int) Math.min(buffer.length, to - at);
+            in.readFully(at, buffer, 0, n);
+            sha.update(buffer, 0, n);
+            at += n;
+        }
+    }
+
     /** Copies a file byte for byte (tokenizer, generation config). */
     public void copy(String from, String to) {
         try (InputStream in = openStream(from); OutputStream out = create(to)) {

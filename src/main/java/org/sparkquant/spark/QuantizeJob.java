@@ -21,6 +21,8 @@ import org.sparkquant.gptq.QuantConfig;
  * @param hessianImportance GGUF only: weight ggml's scale search by diag(H) of each module's input (llama.cpp's
  *     imatrix statistic), with GPTQ or RTN
  * @param exportImatrix where to write the Hessian diagonals as a llama.cpp imatrix file, or null
+ * @param inputs fingerprints of the input files (model files, calibration data) by name: a resumed run refuses
+ *     inputs that changed at the same locations
  */
 public record QuantizeJob(
         String model,
@@ -39,7 +41,8 @@ public record QuantizeJob(
         Format format,
         LlamaFileType ggufType,
         boolean hessianImportance,
-        String exportImatrix) implements Serializable {
+        String exportImatrix,
+        java.util.SortedMap<String, String> inputs) implements Serializable {
 
     public enum Method { GPTQ, RTN }
 
@@ -79,6 +82,7 @@ public record QuantizeJob(
         n.put("gguf_type", ggufType == null ? null : ggufType.name());
         n.put("hessian_importance", hessianImportance);
         n.put("export_imatrix", exportImatrix);
+        n.set("inputs", mapper.valueToTree(inputs));
         try {
             return mapper.writeValueAsString(n) + "\n";
         } catch (Exception e) {

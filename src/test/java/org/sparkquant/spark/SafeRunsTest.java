@@ -301,6 +301,25 @@ class SafeRunsTest {
         assertFalse(run.err().contains("s3cr3t"), run.err());
     }
 
+    /** run.json fingerprints the inputs: a resume over changed files at the same locations is refused. */
+    @Test
+    void resumeRefusesInputsThatChanged() throws Exception {
+        Path myCalib = tmp.resolve("calib-copy.txt");
+        Files.copy(calib, myCalib);
+        Path out = tmp.resolve("changed-inputs");
+        String[] args = {"quantize", "--model", model.toString(), "--output", out.toString(), "--calibration",
+            myCalib.toString(), "--samples", "6", "--seq-len", "32", "--samples-per-partition", "3",
+            "--conf", "spark.master=local[2]", "--conf", "spark.ui.enabled=false"};
+        assertEquals(1, CliRun.withFaults(Faults.stopAfterLayer(0), args).exitCode());
+        Files.writeString(myCalib, "a line that was not there\n", java.nio.file.StandardOpenOption.APPEND);
+        List<String> resume = new ArrayList<>(List.of(args));
+        resume.add("--resume");
+        CliRun changed = CliRun.of(resume.toArray(String[]::new));
+        assertEquals(2, changed.exitCode(), changed.err());
+        assertTrue(changed.err().contains("inputs.calibration was \"size "), changed.err());
+        assertOneLine(changed);
+    }
+
     /** eval reads a sparkquant output only as it was written: a flipped byte or an unfinished run is refused. */
     @Test
     void evalRefusesADamagedOrUnfinishedOutput() throws Exception {
