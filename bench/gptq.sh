@@ -5,7 +5,8 @@
 #   bench/gptq.sh                      # THREADS=2, SHAPES="4096x4096 4096x14336" (rows x cols = out x in)
 #   THREADS=1 SHAPES=4096x4096 bench/gptq.sh
 #   EXTRA="--desc-act" bench/gptq.sh   # act-order
-# Needs /work/venv/bin/python (or PYTHON=...) with torch and numpy, and a compiled tree (runs mvn test-compile).
+# Needs a Python with torch and numpy: PYTHON=..., else SPARKQUANT_PYTHON (the tests' venv), else .venv of this
+# checkout (bash python/setup-venv.sh .venv); and a compiled tree (runs mvn test-compile).
 #
 # OpenBLAS 0.3.19 (the one ND4J M2.1 ships) may misdetect the CPU: on this project's KVM Xeons (AVX-512, generic
 # model name) it falls back to its Prescott (SSE3) kernels, 3-5x slower, and its AVX-512 (SkylakeX) kernels break
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
 SHAPES=${SHAPES:-"4096x4096 4096x14336"}
-PY=${PYTHON:-/work/venv/bin/python}
+PY=${PYTHON:-${SPARKQUANT_PYTHON:-$PWD/.venv/bin/python}}
 DIR=${BENCH_DIR:-/tmp/sparkquant-gptq-bench}
 EXTRA=${EXTRA:-}
 mkdir -p "$DIR"
