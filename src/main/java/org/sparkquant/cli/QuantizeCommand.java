@@ -335,6 +335,39 @@ public final class QuantizeCommand implements Callable<Integer> {
                 tokenizer.checkCompatible(config);
             }
         }
+        if ((format == Calibration.Format.TEXT || format == Calibration.Format.JSONL)
+                && !storage.isDirectory(calibration)) {
+            double binary = binaryShare(storage, calibration);
+            if (binary > 0.05) {
+                spec.commandLine().getErr().printf(Locale.ROOT, "sparkquant: warning: --calibration %s does not look "
+                        + "like text (%.0f%% of its first bytes are control characters or invalid UTF-8); the "
+                        + "Hessians will describe those bytes, not language%n", calibration, 100 * binary);
+            }
+        }
+    }
+
+    /** The share of the first 64 KiB of a file that is not text: control characters other than tab/CR/LF, bad UTF-8. */
+    static double binaryShare(Storage storage, String uri) {
+        byte[] head;
+        try (var in = storage.open(uri)) {
+            head = new byte[(int) Math.min(in.length(), 1 << 16)];
+            in.readFully(0, head, 0, head.length);
+        }
+        if (head.length == 0) {
+            return 0;
+        }
+        java.nio.charset.CharsetDecoder utf8 = java.nio.charset.StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(java.nio.charset.CodingErrorAction.REPLACE)
+                .onUnmappableCharacter(java.nio.charset.CodingErrorAction.REPLACE);
+        String text;
+        try {
+            text = utf8.decode(java.nio.ByteBuffer.wrap(head)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            return 1;
+        }
+        long bad = text.chars().filter(c -> c == '\uFFFD' || (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+                || c == 0x7F).count();
+        return (double) bad / Math.max(1, text.length());
     }
 
     private List<int[]> calibrationSamples(SparkSession spark, Storage storage, ModelConfig config, Progress progress) {

@@ -287,6 +287,22 @@ class SafeRunsTest {
         assertEquals(0, later.exitCode(), later.err());
     }
 
+    /** Calibration data that is not text is used as given, with a warning. */
+    @Test
+    void binaryCalibrationWarns() throws Exception {
+        Path garbage = tmp.resolve("garbage.txt");
+        byte[] bytes = new byte[20000];
+        new java.util.Random(7).nextBytes(bytes);
+        Files.write(garbage, bytes);
+        CliRun run = CliRun.of("quantize", "--model", model.toString(), "--output", tmp.resolve("g").toString(),
+                "--calibration", garbage.toString(), "--samples", "4", "--seq-len", "32",
+                "--conf", "spark.master=local[1]", "--conf", "spark.ui.enabled=false");
+        assertTrue(run.err().contains("does not look like text"), run.err());
+        CliRun text = quantize(tmp.resolve("t"));
+        assertEquals(0, text.exitCode(), text.err());
+        assertFalse(text.err().contains("does not look like text"), text.err());
+    }
+
     /** A typo in a setting is not silently ignored; values are never printed. */
     @Test
     void unknownSettingsWarnWithASuggestion() {
