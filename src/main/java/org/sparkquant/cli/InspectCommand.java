@@ -38,19 +38,15 @@ public final class InspectCommand implements Callable<Integer> {
     @Mixin
     CommonOptions common;
 
+    @Mixin
+    CalibrationShape shape;
+
     @Option(names = "--model", required = true, paramLabel = "URI",
             description = "Hugging Face checkpoint directory (path, file://, s3a://, hdfs://).")
     String model;
 
-    @Option(names = "--samples", defaultValue = "128", description = "Calibration sequences (default: ${DEFAULT-VALUE}).")
-    int samples;
 
-    @Option(names = "--seq-len", defaultValue = "2048", description = "Tokens per calibration sequence (default: ${DEFAULT-VALUE}).")
-    int seqLen;
 
-    @Option(names = "--samples-per-partition", defaultValue = "" + MemoryPlan.DEFAULT_SAMPLES_PER_PARTITION,
-            description = "Calibration sequences per Spark partition (default: ${DEFAULT-VALUE}).")
-    int samplesPerPartition;
 
     @Option(names = "--json", description = "Print one JSON object instead of text.")
     boolean json;
@@ -61,16 +57,14 @@ public final class InspectCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        if (samples <= 0 || seqLen <= 0 || samplesPerPartition <= 0) {
-            throw SparkQuantException.badInput("--samples, --seq-len and --samples-per-partition must be positive");
-        }
+        shape.validate();
         Storage storage = common.storage();
         ModelConfig config = ModelConfig.load(storage, model);
         ModelInventory inventory;
         try (TensorStore store = TensorStore.open(storage, model)) {
             inventory = ModelInventory.of(config, store);
         }
-        MemoryPlan plan = MemoryPlan.of(inventory, samples, seqLen, samplesPerPartition);
+        MemoryPlan plan = MemoryPlan.of(inventory, shape.samples, shape.seqLen, shape.samplesPerPartition);
         GgufPlan gguf = ggufType == null ? null : ggufPlan(config, LlamaFileType.parse(ggufType));
         PrintWriter out = spec.commandLine().getOut();
         if (json) {

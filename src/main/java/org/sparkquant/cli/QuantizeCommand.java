@@ -15,17 +15,15 @@ import org.sparkquant.format.gptq.GptqCheckpointWriter;
 import org.sparkquant.gptq.Precision;
 import org.sparkquant.gptq.QuantConfig;
 import org.sparkquant.io.Storage;
-import org.sparkquant.model.MemoryPlan;
 import org.sparkquant.model.ModelConfig;
 import org.sparkquant.spark.Calibration;
-import org.sparkquant.spark.Progress;
-import org.sparkquant.spark.QuantizeJob;
 import org.sparkquant.spark.FaultHook;
 import org.sparkquant.spark.OutputLease;
+import org.sparkquant.spark.Progress;
+import org.sparkquant.spark.QuantizeJob;
 import org.sparkquant.spark.QuantizePipeline;
 import org.sparkquant.spark.QuantizeReport;
 import org.sparkquant.spark.SparkSessions;
-import org.sparkquant.spark.TextEncoder;
 import org.sparkquant.tokenizer.TextTokenizer;
 import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
@@ -46,6 +44,9 @@ public final class QuantizeCommand implements Callable<Integer> {
 
     @Mixin
     CommonOptions common;
+
+    @Mixin
+    CalibrationShape shape;
 
     @Option(names = "--model", required = true, paramLabel = "URI", description = "Hugging Face checkpoint directory.")
     String model;
@@ -124,18 +125,11 @@ public final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--text-field", defaultValue = "text", description = "Text field of JSONL/Parquet records.")
     String textField;
 
-    @Option(names = "--samples", defaultValue = "128", description = "Calibration sequences (default: ${DEFAULT-VALUE}).")
-    int samples;
 
-    @Option(names = "--seq-len", defaultValue = "2048", description = "Tokens per sequence (default: ${DEFAULT-VALUE}).")
-    int seqLen;
 
     @Option(names = "--seed", defaultValue = "0", description = "Seed of the calibration windows (default: ${DEFAULT-VALUE}).")
     long seed;
 
-    @Option(names = "--samples-per-partition", defaultValue = "" + MemoryPlan.DEFAULT_SAMPLES_PER_PARTITION,
-            description = "Calibration sequences per Spark partition (default: ${DEFAULT-VALUE}).")
-    int samplesPerPartition;
 
     @Option(names = "--save-hessians", paramLabel = "URI", description = "Also write every Hessian as .npy with a "
             + "manifest.json (gptq-ref-hessians-v1).")
@@ -221,9 +215,7 @@ public final class QuantizeCommand implements Callable<Integer> {
             case "error" -> GptqCheckpointWriter.Unpackable.ERROR;
             default -> throw SparkQuantException.badInput("--unpackable must be dense or error, got '" + unpackable + "'");
         };
-        if (samples <= 0 || seqLen < 2 || samplesPerPartition <= 0) {
-            throw SparkQuantException.badInput("--samples and --samples-per-partition must be positive, --seq-len >= 2");
-        }
+        shape.validate();
         if (m == QuantizeJob.Method.GPTQ && calibration == null) {
             throw SparkQuantException.badInput("--method gptq needs --calibration URI (text, JSONL, Parquet or "
                     + "pre-tokenized JSONL); --method rtn needs none");
@@ -248,7 +240,7 @@ public final class QuantizeCommand implements Callable<Integer> {
             checkCalibration(storage, config);
         }
         QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
-                QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, samples, seqLen, seed, samplesPerPartition,
+                QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, shape.samples, shape.seqLen, seed, shape.samplesPerPartition,
                 saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
                 exportImatrix, fingerprints(storage, calibrated));
         if (gguf && m == QuantizeJob.Method.RTN && method == null) {
@@ -286,7 +278,8 @@ public final class QuantizeCommand implements Callable<Integer> {
         try {
             JavaSparkContext jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
             Progress progress = new Progress(jsc, spec.commandLine().getErr(), "quantize", config.numLayers(), 0);
-            Supplier<List<int[]>> samplesSupplier = () -> calibrationSamples(spark, storage, config, progress);
+            Supplier<List<int[]>> samplesSupplier = () -> Calibration.samples(spark, storage, job, config,
+                    Calibration.parseFormat(calibrationFormat), textField, progress);
             return QuantizePipeline.run(jsc, storage, job, resume, overwrite, samplesSupplier, progress, faults,
                     lease);
         } finally {
@@ -323,8 +316,8 @@ public final class QuantizeCommand implements Callable<Integer> {
         if (!storage.exists(calibration)) {
             throw SparkQuantException.badInput("--calibration " + calibration + ": no such file or directory");
         }
-        if (seqLen > config.maxPositionEmbeddings() && !beyondContext) {
-            throw SparkQuantException.badInput("--seq-len " + seqLen + " is longer than the context of " + model + " ("
+        if (shape.seqLen > config.maxPositionEmbeddings() && !beyondContext) {
+            throw SparkQuantException.badInput("--seq-len " + shape.seqLen + " is longer than the context of " + model + " ("
                     + config.maxPositionEmbeddings() + " tokens, max_position_embeddings); lower it, or add "
                     + "--allow-beyond-context");
         }
@@ -368,38 +361,6 @@ public final class QuantizeCommand implements Callable<Integer> {
         long bad = text.chars().filter(c -> c == '\uFFFD' || (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
                 || c == 0x7F).count();
         return (double) bad / Math.max(1, text.length());
-    }
-
-    private List<int[]> calibrationSamples(SparkSession spark, Storage storage, ModelConfig config, Progress progress) {
-        Calibration.Format format = Calibration.detect(storage, calibration,
-                Calibration.parseFormat(calibrationFormat));
-        if (format == Calibration.Format.TOKENS) {
-            List<int[]> tokens = Calibration.readTokens(storage, calibration, samples, config.vocabSize());
-            if (tokens.size() < samples) {
-                progress.message("warning: " + calibration + " has " + tokens.size() + " samples, fewer than --samples "
-                        + samples + "; using " + tokens.size());
-            }
-            return tokens;
-        }
-        // windows come from a stream of documents tokenized without special tokens, so no BOS policy applies
-        try (TextTokenizer tokenizer = TextTokenizer.load(storage, model, false)) {
-            tokenizer.checkCompatible(config);
-        }
-        String modelUri = model;
-        TextEncoder encoder = new TokenizerEncoder(storage, modelUri);
-        progress.step(-1, "calibration · tokenizing " + calibration);
-        return Calibration.windows(Calibration.documents(spark, calibration, format, textField), encoder, samples,
-                seqLen, seed, calibration);
-    }
-
-    /** Tokenizes on executors with the model's tokenizer, opened once per JVM. */
-    private record TokenizerEncoder(Storage storage, String model) implements TextEncoder {
-        @Override
-        public int[] encode(String text) {
-            TextTokenizer t = org.sparkquant.spark.ExecutorCache.model("tokenizer:" + model,
-                    () -> TextTokenizer.load(storage, model, false));
-            return t.encodeWithoutSpecialTokens(text);
-        }
     }
 
     private static void printSummary(PrintWriter out, QuantizePipeline.Result result) {

@@ -19,6 +19,8 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.io.Storage;
+import org.sparkquant.model.ModelConfig;
+import org.sparkquant.tokenizer.TextTokenizer;
 import scala.Tuple3;
 
 /**
@@ -34,6 +36,41 @@ public final class Calibration {
     public enum Format { AUTO, TEXT, JSONL, PARQUET, TOKENS }
 
     private Calibration() {}
+
+    /**
+     * A run's calibration samples: the pre-tokenized sequences of a {@code tokens} file as given, or
+     * {@code job.samples()} windows of {@code job.seqLen()} tokens drawn with {@code job.seed()} from the documents,
+     * tokenized on the executors with the model's tokenizer (without special tokens: windows come from a stream of
+     * documents, so no BOS policy applies).
+     */
+    public static List<int[]> samples(SparkSession spark, Storage storage, QuantizeJob job, ModelConfig config,
+            Format requested, String textField, Progress progress) {
+        String calibration = job.calibration();
+        Format format = detect(storage, calibration, requested);
+        if (format == Format.TOKENS) {
+            List<int[]> tokens = readTokens(storage, calibration, job.samples(), config.vocabSize());
+            if (tokens.size() < job.samples()) {
+                progress.message("warning: " + calibration + " has " + tokens.size() + " samples, fewer than --samples "
+                        + job.samples() + "; using " + tokens.size());
+            }
+            return tokens;
+        }
+        try (TextTokenizer tokenizer = TextTokenizer.load(storage, job.model(), false)) {
+            tokenizer.checkCompatible(config);
+        }
+        progress.step(-1, "calibration · tokenizing " + calibration);
+        return windows(documents(spark, calibration, format, textField), new TokenizerEncoder(storage, job.model()),
+                job.samples(), job.seqLen(), job.seed(), calibration);
+    }
+
+    /** Tokenizes on executors with the model's tokenizer, opened once per JVM. */
+    private record TokenizerEncoder(Storage storage, String model) implements TextEncoder {
+        @Override
+        public int[] encode(String text) {
+            TextTokenizer t = ExecutorCache.model("tokenizer:" + model, () -> TextTokenizer.load(storage, model, false));
+            return t.encodeWithoutSpecialTokens(text);
+        }
+    }
 
     public static Format parseFormat(String name) {
         try {
