@@ -46,11 +46,20 @@ public final class OpenBlas {
 
     private OpenBlas() {}
 
+    /** Cache: the kernel set, chosen once when OpenBLAS loads; every quantized block's statistics name it. */
+    private static final class Kernel {
+        static final String NAME = detect();
+    }
+
     /**
      * The kernel set OpenBLAS chose in this process, e.g. "SKYLAKEX" or "HASWELL", read from its dispatch table
      * pointer; "unknown" where the symbols are not visible (a non-x86 build).
      */
     public static String kernel() {
+        return Kernel.NAME;
+    }
+
+    private static String detect() {
         Loader.load(org.bytedeco.openblas.global.openblas.class);
         Pointer active = Loader.addressof("gotoblas");
         if (active == null) {

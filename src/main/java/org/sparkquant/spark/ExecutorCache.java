@@ -3,6 +3,7 @@ package org.sparkquant.spark;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.BiFunction;
+import java.util.function.Predicate;
 import java.util.function.Supplier;
 
 import org.sparkquant.io.Storage;
@@ -49,43 +50,38 @@ public final class ExecutorCache {
     }
 
     /**
-     * The "layer" slot's value for {@code key}, derived when it is missing from the value it replaces:
-     * {@code derive.apply(previousKey, previousValue)} (both null when the slot is empty) may build on the previous
-     * value, e.g. a layer extended with more quantized modules. Nothing is closed here: tasks of this JVM may still
-     * use the previous value (a recomputed partition runs an earlier layer inside a later one's task).
+     * The "layer" slot's value for {@code key}. When the slot holds a value whose key {@code reusable} accepts, it is
+     * passed to {@code derive} with its key, which may build on it (e.g. a layer extended with more quantized
+     * modules); otherwise {@code derive} gets nulls and the old value is already dropped. Nothing is closed here:
+     * tasks of this JVM may still use the previous value (a recomputed partition runs an earlier layer inside a later
+     * one's task).
      */
-    @SuppressWarnings("unchecked")
-    public static <T> T layer(String key, BiFunction<String, T, T> derive) {
-        Object[] entry = SLOTS.computeIfAbsent("layer", s -> new Object[2]);
-        synchronized (entry) {
-            if (key.equals(entry[0])) {
-                return (T) entry[1];
-            }
-            String previousKey = (String) entry[0];
-            T previous = (T) entry[1];
-            entry[0] = null;
-            entry[1] = null;
-            T value = derive.apply(previousKey, previous);
-            entry[0] = key;
-            entry[1] = value;
-            return value;
-        }
+    public static <T> T layer(String key, Predicate<String> reusable, BiFunction<String, T, T> derive) {
+        return slot("layer", key, reusable, derive);
     }
 
     /** Single-entry caches by slot name (e.g. one GPTQ factor per module input): a new key evicts the old value. */
     private static final Map<String, Object[]> SLOTS = new ConcurrentHashMap<>();
 
     /** The value for {@code key} in {@code slot}, replacing whatever the slot held for another key. */
-    @SuppressWarnings("unchecked")
     public static <T> T slot(String slot, String key, Supplier<T> loader) {
+        return slot(slot, key, previousKey -> false, (previousKey, previous) -> loader.get());
+    }
+
+    @SuppressWarnings("unchecked")
+    private static <T> T slot(String slot, String key, Predicate<String> reusable, BiFunction<String, T, T> derive) {
         Object[] entry = SLOTS.computeIfAbsent(slot, s -> new Object[2]);
         synchronized (entry) {
             if (key.equals(entry[0])) {
                 return (T) entry[1];
             }
+            boolean reuse = entry[0] != null && reusable.test((String) entry[0]);
+            String previousKey = reuse ? (String) entry[0] : null;
+            T previous = reuse ? (T) entry[1] : null;
+            // the slot lets go of the old value first, so that a value not reused can be freed while the new loads
             entry[0] = null;
             entry[1] = null;
-            T value = loader.get();
+            T value = derive.apply(previousKey, previous);
             entry[0] = key;
             entry[1] = value;
             return value;

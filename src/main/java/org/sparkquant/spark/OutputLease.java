@@ -37,7 +37,7 @@ public final class OutputLease implements AutoCloseable {
     private final ScheduledExecutorService heartbeat;
     private volatile String lostTo;
 
-    private OutputLease(Storage storage, String uri, String output, Duration timeout) {
+    private OutputLease(Storage storage, String uri, String output) {
         this.storage = storage;
         this.uri = uri;
         this.output = output;
@@ -45,13 +45,18 @@ public final class OutputLease implements AutoCloseable {
         this.host = hostName();
         this.pid = ProcessHandle.current().pid();
         this.started = Instant.now();
-        long period = Math.max(1000, timeout.toMillis() / 10);
         this.heartbeat = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "sparkquant-lease");
             t.setDaemon(true);
             return t;
         });
+    }
+
+    /** Starts renewing the lease once this run holds it. */
+    private OutputLease beat(Duration timeout) {
+        long period = Math.max(1000, timeout.toMillis() / 10);
         heartbeat.scheduleAtFixedRate(this::renew, period, period, TimeUnit.MILLISECONDS);
+        return this;
     }
 
     /**
@@ -61,9 +66,9 @@ public final class OutputLease implements AutoCloseable {
     public static OutputLease acquire(Storage storage, String uri, String output, boolean resume, Duration timeout) {
         String self = "run " + ManagementFactory.getRuntimeMXBean().getName();
         for (int attempt = 0; attempt < 3; attempt++) {
-            OutputLease lease = new OutputLease(storage, uri, output, timeout);
+            OutputLease lease = new OutputLease(storage, uri, output);
             if (storage.createExclusive(uri, lease.record(Instant.now()))) {
-                return lease;
+                return lease.beat(timeout);
             }
             lease.heartbeat.shutdownNow();
             JsonNode held = read(storage, uri);

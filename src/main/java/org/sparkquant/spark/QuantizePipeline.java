@@ -6,9 +6,12 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.function.Function;
+import java.util.function.Predicate;
 import java.util.function.Supplier;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
+import java.util.stream.Stream;
 
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
@@ -89,19 +92,19 @@ public final class QuantizePipeline {
             QuantizeRun run = new QuantizeRun(job, source, work, target, faults);
             owned.run();
 
+            Set<String> names = new HashSet<>();
+            quantized.forEach(m -> names.add(m.name()));
             Map<String, BlockStats> stats = new LinkedHashMap<>();
             Map<String, InputSummary> inputs = new LinkedHashMap<>();
             if (!job.layerwise()) {
                 progress.step(-1, "rtn · quantize " + quantized.size() + " modules");
                 record(stats, quantizeBlocks(jsc, run, blocksOf(quantized)));
             } else if (!quantized.isEmpty()) {
-                runLayers(jsc, run, inventory, quantized, layersDone, calibration, progress, stats, inputs, owned);
+                runLayers(jsc, run, inventory, names, layersDone, calibration, progress, stats, inputs, owned);
             }
             if (job.layerwise()) {
                 LayerHessians.loadStaged(run, inventory.layers(), inputs);
             }
-            Set<String> names = new HashSet<>();
-            quantized.forEach(m -> names.add(m.name()));
             progress.step(-1, "report");
             QuantizeReport report = QuantizeReport.of(job, target, inventory, names, stats.values(), inputs);
             if (report.blasKernels().size() > 1) {
@@ -134,12 +137,10 @@ public final class QuantizePipeline {
     // ------------------------------------------------------------------ GPTQ, layer by layer
 
     private static void runLayers(JavaSparkContext jsc, QuantizeRun run, ModelInventory inventory,
-            List<LinearModule> quantized, int layersDone, Supplier<List<int[]>> calibration, Progress progress,
+            Set<String> names, int layersDone, Supplier<List<int[]>> calibration, Progress progress,
             Map<String, BlockStats> stats, Map<String, InputSummary> inputs, Runnable owned) {
         WorkDir work = run.work();
         ModelSource source = run.source();
-        Set<String> names = new HashSet<>();
-        quantized.forEach(m -> names.add(m.name()));
         int layers = source.config().numLayers();
         int partitions;
         JavaRDD<SampleState> states;
@@ -354,20 +355,18 @@ public final class QuantizePipeline {
         ModelSource source = run.source();
         // the work directory names the run: another run over the same model stages other weights
         String prefix = source.uri() + "@" + run.work().root() + "#" + layer + ":";
-        String key = prefix + replaced.stream().map(LinearModule::kind).collect(Collectors.joining(","));
-        return ExecutorCache.<LayerWeights>layer(key, (previousKey, previous) -> {
-            LayerWeights w;
-            List<LinearModule> todo;
-            Set<String> had = previousKey == null || !previousKey.startsWith(prefix) ? null
-                    : new HashSet<>(List.of(previousKey.substring(prefix.length()).split(",")));
-            if (had != null && replaced.stream().map(LinearModule::kind).toList().containsAll(
-                    had.stream().filter(k -> !k.isEmpty()).toList())) {
-                w = previous;
-                todo = replaced.stream().filter(m -> !had.contains(m.kind())).toList();
-            } else {
-                w = source.open().layerWeights(layer);
-                todo = replaced;
-            }
+        List<String> kinds = replaced.stream().map(LinearModule::kind).toList();
+        String key = prefix + String.join(",", kinds);
+        // the module kinds a cached copy of this layer replaced, from its key
+        Function<String, List<String>> replacedIn = cached -> Stream.of(cached.substring(prefix.length()).split(","))
+                .filter(k -> !k.isEmpty()).toList();
+        // reusable when every module it replaced is replaced here too
+        Predicate<String> extendable = cached -> cached.startsWith(prefix)
+                && kinds.containsAll(replacedIn.apply(cached));
+        return ExecutorCache.<LayerWeights>layer(key, extendable, (previousKey, previous) -> {
+            LayerWeights w = previous != null ? previous : source.open().layerWeights(layer);
+            List<String> had = previous != null ? replacedIn.apply(previousKey) : List.of();
+            List<LinearModule> todo = replaced.stream().filter(m -> !had.contains(m.kind())).toList();
             for (LinearModule m : todo) {
                 float[] weight = new float[m.outFeatures() * m.inFeatures()];
                 for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {

@@ -52,9 +52,9 @@ class ReadmeOptionsTest {
                 // the options of every command (CommonOptions) are listed once; other mixins' per command
                 var common = spec.mixins().get("common");
                 boolean shared = common != null && common.findOption(option) != null;
-                if (!(shared ? commonLine : row).contains("`" + option) && !(shared ? commonLine : row).contains(" " + option
-                        + " ") && !(shared ? commonLine : row).contains("[" + option) && !(shared ? commonLine : row)
-                        .contains("|" + option)) {
+                String where = shared ? commonLine : row;
+                List<String> forms = List.of("`" + option, " " + option + " ", "[" + option, "|" + option);
+                if (forms.stream().noneMatch(where::contains)) {
                     missing.add(name + " " + option);
                 }
             }
