@@ -144,7 +144,7 @@ public final class UpperCholesky {
                     // T = X₀:ⱼ,₀:ⱼ·V₀:ⱼ,ⱼ, block row by block row: row block i of X is 0 left of column i.
                     for (int i = 0; i < j; i += NB) {
                         int bi = Math.min(NB, j - i);
-                        m.gemmInto(t, i, bi, b, j - i, i, i, i, j);
+                        t.gemm(false, false, bi, b, j - i, 1, m, i, i, m, i, j, 0, i, 0);
                     }
                     // X₀:ⱼ,ⱼ = −T·Vⱼⱼ⁻¹
                     m.gemm(false, false, j, b, b, -1, t, 0, 0, inv, 0, 0, 0, 0, j);
@@ -264,11 +264,6 @@ public final class UpperCholesky {
                 cblas_dgemm(CblasColMajor, ta, tb, m, n, k, alpha, a.dp(ar, ac), a.ld, b.dp(br, bc), b.ld, beta,
                         dp(cr, cc), ld);
             }
-        }
-
-        /** t[tr.., 0..] (m×n) = this[ar.., ac..] (m×k) · this[br.., bc..] (k×n). */
-        void gemmInto(Mat t, int tr, int m, int n, int k, int ar, int ac, int br, int bc) {
-            t.gemm(false, false, m, n, k, 1, this, ar, ac, this, br, bc, 0, tr, 0);
         }
 
         /** this[cr.., cc..] (n×n, upper) = alpha·A[ar.., ac..]ᵀ·A[ar.., ac..] + beta·C, A k×n. */

@@ -137,7 +137,7 @@ final class GgufTarget implements OutputTarget {
         progress.step(-1, "write GGUF " + job.ggufType());
         try {
             // the report is written once the file's bytes exist, before the file is renamed into place
-            write(storage, job, store, exporter, inventory, types,
+            write(storage, inventory,
                     b -> Staged.<StagedBlock<GgmlQuantizedRows>>readObject(storage, run.work().path(b.stagedPath()))
                             .rows(),
                     () -> report.write(storage, job.output() + REPORT_SUFFIX, progress.phases()));
@@ -238,10 +238,9 @@ final class GgufTarget implements OutputTarget {
 
     /**
      * Writes the GGUF file under a temporary name, then its {@code .sha256}, runs {@code beforeCommit}, and renames
-     * the file to {@code job.output()}; returns the file's size.
+     * the file to {@code job.output()}; returns the file's size. Uses the plan made by {@link #plan}.
      */
-    static long write(Storage storage, QuantizeJob job, TensorStore store, GgufExporter exporter,
-            ModelInventory inventory, Map<String, GgmlType> types, Blocks blocks, Runnable beforeCommit) {
+    private long write(Storage storage, ModelInventory inventory, Blocks blocks, Runnable beforeCommit) {
         String out = job.output();
         String temp = out + ".tmp-" + UUID.randomUUID();
         MessageDigest sha;
