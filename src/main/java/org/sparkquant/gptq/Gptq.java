@@ -47,7 +47,18 @@ public final class Gptq {
                 || p.dampAutoIncrement() != config.dampAutoIncrement()) {
             throw SparkQuantException.internal("GPTQ preparation was made for " + p + " but quantize got " + config, null);
         }
-        return GptqSolver.quantize(rows, rowCount, firstRow, prep.withConfig(config));
+        GptqPreparation prepared = prep.withConfig(config);
+        MinMaxColumns grid = new MinMaxColumns(prepared, rowCount);
+        return grid.result(GptqLoop.run(rows, rowCount, firstRow, prepared, grid));
+    }
+
+    /**
+     * Step (b) onto any grid: GPTQ's column loop over rows [firstRow, firstRow + rowCount) of a matrix, coding with
+     * {@code quantizer}, which keeps the codes; same row-partition invariance as the min-max grid.
+     */
+    public static GptqLoop.Result quantize(float[] rows, int rowCount, int firstRow, GptqPreparation prep,
+                                           ColumnQuantizer quantizer) {
+        return GptqLoop.run(rows, rowCount, firstRow, prep, quantizer);
     }
 
     /** Round-to-nearest with the same quantizer and grouping, no Hessian. */

@@ -83,6 +83,11 @@ final class MinMaxQuantizer {
 
     /** scale · (code − zero). */
     double dequantize(double x, double scale, double zero) {
-        return r(scale * (code(x, scale, zero) - zero));
+        return dequantizeCode(code(x, scale, zero), scale, zero);
+    }
+
+    /** The value code {@code q} stands for: scale · (q − zero). */
+    double dequantizeCode(double q, double scale, double zero) {
+        return r(scale * (q - zero));
     }
 }

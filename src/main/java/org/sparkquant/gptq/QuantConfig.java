@@ -54,7 +54,7 @@ public record QuantConfig(int bits, int groupSize, boolean sym, boolean descAct,
             throw SparkQuantException.badInput("precision must be FP32 or FP64");
         }
         if (blockSize < 16 || blockSize % 16 != 0) {
-            // multiples of 16 keep the lazy-batch gemm on OpenBLAS's full kernels (see GptqSolver)
+            // multiples of 16 keep the lazy-batch gemm on OpenBLAS's full kernels (see GptqLoop)
             throw SparkQuantException.badInput("block size must be a positive multiple of 16, got " + blockSize);
         }
     }

@@ -3,7 +3,7 @@ package org.sparkquant.gptq;
 import java.io.Serializable;
 
 /**
- * Quantized rows in whatever code format ({@link QuantizedRows}: integer codes in groups; {@link GgmlQuantizedRows}:
+ * Quantized rows in whatever code format ({@link QuantizedRows}: integer codes in groups; the GGUF format's
  * ggml blocks), seen the same way by whoever uses them: the weights they dequantize to and GPTQ's objective per row.
  */
 public interface QuantizedBlock extends Serializable {

@@ -15,6 +15,8 @@ import java.util.UUID;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.format.gguf.ExportTensor;
+import org.sparkquant.format.gguf.GgmlGptq;
+import org.sparkquant.format.gguf.GgmlQuantizedRows;
 import org.sparkquant.format.gguf.GgmlType;
 import org.sparkquant.format.gguf.GgufExporter;
 import org.sparkquant.format.gguf.GgufImatrix;
@@ -23,8 +25,7 @@ import org.sparkquant.format.gguf.GgufNames;
 import org.sparkquant.format.gguf.GgufRecipe;
 import org.sparkquant.format.gguf.RtnProducer;
 import org.sparkquant.format.gguf.TensorProducer;
-import org.sparkquant.gptq.GgmlGptq;
-import org.sparkquant.gptq.GgmlQuantizedRows;
+
 import org.sparkquant.gptq.GptqPreparation;
 import org.sparkquant.gptq.Hessian;
 import org.sparkquant.gptq.QuantizedBlock;

@@ -28,7 +28,7 @@ class KernelMatrixTest {
     /** The fp64 and fp32 golden cases, the solver, the factorization and the BLAS check. */
     private static final List<String> SUITE = List.of("org.sparkquant.linalg.OpenBlasTest",
             "org.sparkquant.linalg.UpperCholeskyTest", "org.sparkquant.gptq.GptqGoldenTest",
-            "org.sparkquant.gptq.GptqSolverTest");
+            "org.sparkquant.gptq.GptqLoopTest");
 
     /** Kernel sets of this OpenBLAS build whose dgemm is wrong: the check must refuse them. */
     private static final Set<String> BROKEN = Set.of("COOPERLAKE");

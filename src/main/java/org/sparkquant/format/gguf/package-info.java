@@ -6,7 +6,9 @@
  *   <li>{@link org.sparkquant.format.gguf.GgmlQuant}: quantize rows of floats into ggml blocks (Q4_0 … Q8_0,
  *       Q2_K … Q6_K, F16, BF16, F32) byte-identically to ggml's reference quantizers, with or without an
  *       importance matrix, and dequantize; {@link org.sparkquant.format.gguf.GgmlBlockScales} splits a quantizer
- *       into "choose the block's scales" and "code one element" for GPTQ-calibrated quantization.</li>
+ *       into "choose the block's scales" and "code one element", which {@link org.sparkquant.format.gguf.GgmlGptq}
+ *       hands to GPTQ's column loop as its grid (GPTQ-calibrated ggml blocks,
+ *       {@link org.sparkquant.format.gguf.GgmlQuantizedRows}).</li>
  *   <li>{@link org.sparkquant.format.gguf.GgufWriter} / {@link org.sparkquant.format.gguf.GgufReader}: the GGUF
  *       v3 container, streamed tensor by tensor, with offsets known up front
  *       ({@link org.sparkquant.format.gguf.GgufLayout}); {@link org.sparkquant.format.gguf.GgufSource} reads local

@@ -1,10 +1,10 @@
-package org.sparkquant.gptq;
+package org.sparkquant.format.gguf;
 
 import java.io.Serializable;
 import java.util.Arrays;
 import java.util.List;
 import org.sparkquant.SparkQuantException;
-import org.sparkquant.format.gguf.GgmlType;
+import org.sparkquant.gptq.QuantizedBlock;
 
 /**
  * Output rows of one weight matrix W [rows, columns] quantized into ggml blocks (by {@link GgmlGptq}): the tensor

@@ -21,7 +21,7 @@ import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.sparkquant.SparkQuantException;
 
-class GptqSolverTest {
+class GptqLoopTest {
     static final int ROWS = 150;
     static final int COLS = 300; // 3 blocks of 128 with a partial last one; not a multiple of 64
 

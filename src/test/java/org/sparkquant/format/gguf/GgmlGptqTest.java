@@ -1,4 +1,4 @@
-package org.sparkquant.gptq;
+package org.sparkquant.format.gguf;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -15,9 +15,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.sparkquant.SparkQuantException;
-import org.sparkquant.format.gguf.GgmlBlockScales;
-import org.sparkquant.format.gguf.GgmlQuant;
-import org.sparkquant.format.gguf.GgmlType;
+import org.sparkquant.gptq.QuantConfig;
+import org.sparkquant.gptq.Precision;
+import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.GptqPreparation;
+import org.sparkquant.gptq.Gptq;
 
 /**
  * GPTQ over ggml block grids ({@link GgmlGptq}): the diagonal-Hessian case reproduces ggml's reference bytes, rows

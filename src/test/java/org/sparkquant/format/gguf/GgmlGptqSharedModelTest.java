@@ -1,4 +1,4 @@
-package org.sparkquant.gptq;
+package org.sparkquant.format.gguf;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -14,7 +14,12 @@ import java.util.Locale;
 import java.util.Map;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
-import org.sparkquant.format.gguf.GgmlType;
+import org.sparkquant.gptq.Gptq;
+import org.sparkquant.gptq.GptqPreparation;
+import org.sparkquant.gptq.Hessian;
+import org.sparkquant.gptq.HessianAccumulator;
+import org.sparkquant.gptq.Precision;
+import org.sparkquant.gptq.QuantConfig;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.nn.CausalLM;
