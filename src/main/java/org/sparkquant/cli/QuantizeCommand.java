@@ -10,9 +10,6 @@ import java.util.function.Supplier;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
 import org.sparkquant.SparkQuantException;
-import org.sparkquant.format.gguf.LlamaFileType;
-import org.sparkquant.format.gptq.GptqCheckpointWriter;
-import org.sparkquant.gptq.Precision;
 import org.sparkquant.gptq.QuantConfig;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.ModelConfig;
@@ -171,66 +168,26 @@ public final class QuantizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        QuantizeJob.Format f = switch (format.toLowerCase(Locale.ROOT)) {
-            case "auto" -> output.toLowerCase(Locale.ROOT).endsWith(".gguf") ? QuantizeJob.Format.GGUF
-                    : QuantizeJob.Format.GPTQ;
-            case "gptq" -> QuantizeJob.Format.GPTQ;
-            case "gguf" -> QuantizeJob.Format.GGUF;
-            default -> throw SparkQuantException.badInput("--format must be gptq, gguf or auto, got '" + format + "'");
-        };
-        boolean gguf = f == QuantizeJob.Format.GGUF;
-        String chosen = method != null ? method : gguf && calibration == null ? "rtn" : "gptq";
-        QuantizeJob.Method m = switch (chosen.toLowerCase(Locale.ROOT)) {
-            case "gptq" -> QuantizeJob.Method.GPTQ;
-            case "rtn" -> QuantizeJob.Method.RTN;
-            default -> throw SparkQuantException.badInput("--method must be gptq or rtn, got '" + method + "'");
-        };
-        boolean hessianImportance = switch (importance.toLowerCase(Locale.ROOT)) {
-            case "none" -> false;
-            case "hessian-diag" -> true;
-            default -> throw SparkQuantException.badInput("--importance must be none or hessian-diag, got '"
-                    + importance + "'");
-        };
-        LlamaFileType fileType = gguf ? LlamaFileType.parse(ggufType) : null;
-        if (gguf && (descAct || staticGroups)) {
-            throw SparkQuantException.badInput("--desc-act and --static-groups do not apply to GGUF: ggml blocks run "
-                    + "along the input dimension in natural order");
-        }
-        if (!gguf && hessianImportance) {
-            throw SparkQuantException.badInput("--importance applies to GGUF outputs (--format gguf)");
-        }
-        if (hessianImportance && calibration == null) {
-            throw SparkQuantException.badInput("--importance hessian-diag needs --calibration URI");
-        }
-        if (exportImatrix != null && calibration == null) {
-            throw SparkQuantException.badInput("--export-imatrix needs --calibration URI");
-        }
-        Precision p = switch (precision.toLowerCase(Locale.ROOT)) {
-            case "fp32" -> Precision.FP32;
-            case "fp64" -> Precision.FP64;
-            default -> throw SparkQuantException.badInput("--precision must be fp32 or fp64, got '" + precision + "'");
-        };
-        GptqCheckpointWriter.Unpackable policy = switch (unpackable.toLowerCase(Locale.ROOT)) {
-            case "dense" -> GptqCheckpointWriter.Unpackable.DENSE;
-            case "error" -> GptqCheckpointWriter.Unpackable.ERROR;
-            default -> throw SparkQuantException.badInput("--unpackable must be dense or error, got '" + unpackable + "'");
-        };
-        shape.validate();
-        if (m == QuantizeJob.Method.GPTQ && calibration == null) {
-            throw SparkQuantException.badInput("--method gptq needs --calibration URI (text, JSONL, Parquet or "
-                    + "pre-tokenized JSONL); --method rtn needs none");
+        if (leaseTimeout <= 0) {
+            throw SparkQuantException.badInput("--lease-timeout must be positive, got " + leaseTimeout);
         }
         boolean sym = symmetry == null || !symmetry.asym;
-        QuantConfig quant = QuantConfig.defaults().withBits(bits).withGroupSize(groupSize).withSym(sym)
-                .withDescAct(descAct).withStaticGroups(staticGroups).withDampPercent(damp).withMse(mse)
-                .withPrecision(p);
+        QuantizeJob validated = QuantizeJob.builder(model, output)
+                .format(format).ggufType(ggufType).importance(importance).exportImatrix(exportImatrix).method(method)
+                .quant(QuantConfig.defaults().withBits(bits).withGroupSize(groupSize).withSym(sym)
+                        .withDescAct(descAct).withStaticGroups(staticGroups).withDampPercent(damp).withMse(mse))
+                .precision(precision).trueSequential(!noTrueSequential).calibration(calibration)
+                .samples(shape.samples).seqLen(shape.seqLen).seed(seed).samplesPerPartition(shape.samplesPerPartition)
+                .saveHessians(saveHessians).maxShardBytes(Sizes.parse(maxShardSize, "--max-shard-size"))
+                .unpackable(unpackable)
+                .build();
         Storage storage = common.storage();
         // inputs are read-only: an output over the model or the calibration data would delete them
         if (storage.overlaps(output, model)) {
             throw SparkQuantException.badInput("--output " + output + " overlaps the model " + model + ": a run never "
                     + "writes its inputs; choose another output location");
         }
-        boolean calibrated = QuantizeJob.layerwise(m, hessianImportance, exportImatrix);
+        boolean calibrated = validated.layerwise();
         if (calibrated && storage.overlaps(output, calibration)) {
             throw SparkQuantException.badInput("--output " + output + " overlaps the calibration data " + calibration
                     + ": a run never writes its inputs; choose another output location");
@@ -239,18 +196,13 @@ public final class QuantizeCommand implements Callable<Integer> {
         if (calibrated) {
             checkCalibration(storage, config);
         }
-        QuantizeJob job = new QuantizeJob(model, output, m, quant, !noTrueSequential,
-                QuantizeJob.layerwise(m, hessianImportance, exportImatrix) ? calibration : null, shape.samples, shape.seqLen, seed, shape.samplesPerPartition,
-                saveHessians, Sizes.parse(maxShardSize, "--max-shard-size"), policy, f, fileType, hessianImportance,
-                exportImatrix, fingerprints(storage, calibrated));
-        if (gguf && m == QuantizeJob.Method.RTN && method == null) {
-            spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + fileType
+        QuantizeJob job = validated.withInputs(fingerprints(storage, calibrated));
+        boolean gguf = job.gguf();
+        if (gguf && job.method() == QuantizeJob.Method.RTN && method == null) {
+            spec.commandLine().getErr().println("quantize: no --calibration, so GGUF " + job.ggufType()
                     + " with round-to-nearest (llama-quantize's reference quantizers)");
         }
 
-        if (leaseTimeout <= 0) {
-            throw SparkQuantException.badInput("--lease-timeout must be positive, got " + leaseTimeout);
-        }
         QuantizePipeline.Result result;
         // one owner per output: taken after the inputs are checked, before Spark starts or the output is touched
         try (OutputLease lease = QuantizePipeline.lease(storage, job, resume, Duration.ofSeconds(leaseTimeout))) {
@@ -263,7 +215,7 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .append(String.format(Locale.ROOT, "%s %.1f s", k, v)));
         out.println("time by phase: " + phases);
         if (gguf) {
-            out.printf(Locale.ROOT, "wrote %s (%s) in %.1f s%n", output, fileType, result.seconds());
+            out.printf(Locale.ROOT, "wrote %s (%s) in %.1f s%n", output, job.ggufType(), result.seconds());
         } else {
             out.printf(Locale.ROOT, "wrote %s (%d shard(s)) in %.1f s%n", output, result.shards().size(),
                     result.seconds());
