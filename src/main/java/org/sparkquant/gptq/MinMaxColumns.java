@@ -21,6 +21,7 @@ final class MinMaxColumns implements ColumnQuantizer {
     private final int[] perm;
     private final byte[] codes;
     private final float[] scales;
+    private final double[] exactScales;
     private final int[] zeros;
 
     MinMaxColumns(GptqPreparation prep, int rows) {
@@ -32,6 +33,7 @@ final class MinMaxColumns implements ColumnQuantizer {
         this.perm = prep.permRef();
         this.codes = new byte[Math.multiplyExact(rows, n)];
         this.scales = new float[rows * groups];
+        this.exactScales = new double[rows * groups];
         this.zeros = new int[rows * groups];
     }
 
@@ -57,8 +59,8 @@ final class MinMaxColumns implements ColumnQuantizer {
         for (int k = 0; k < n; k++) {
             gIdx[perm[k]] = cfg.descAct() && !cfg.staticGroups() ? k / g : perm[k] / g;
         }
-        return new QuantizedRows(rows, n, cfg.bits(), g, groups, codes, scales, zeros, gIdx, loop.dequantized(),
-                loop.losses());
+        return new QuantizedRows(rows, n, cfg.bits(), g, groups, codes, scales, exactScales, zeros, gIdx,
+                loop.dequantized(), loop.losses());
     }
 
     private final class GroupRow implements Row {
@@ -108,6 +110,7 @@ final class MinMaxColumns implements ColumnQuantizer {
 
         private void record(int group, double[] p, int at) {
             scales[row * groups + group] = (float) p[at];
+            exactScales[row * groups + group] = p[at];
             zeros[row * groups + group] = (int) p[at + 1];
         }
     }

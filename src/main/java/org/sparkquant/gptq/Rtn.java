@@ -24,6 +24,7 @@ public final class Rtn {
         byte[] codes = new byte[rows.length];
         float[] deq = new float[rows.length];
         float[] scales = new float[rowCount * groups];
+        double[] exact = new double[scales.length];
         int[] zeros = new int[scales.length];
         Parallel.forEach(rowCount, r -> {
             double[] w = new double[n];
@@ -40,6 +41,7 @@ public final class Rtn {
                 int c1 = Math.min(n, c0 + g);
                 quantizer.findParams(w, c0, c1 - c0, p, 0);
                 scales[r * groups + gi] = (float) p[0];
+                exact[r * groups + gi] = p[0];
                 zeros[r * groups + gi] = (int) p[1];
                 for (int c = c0; c < c1; c++) {
                     double q = quantizer.code(w[c], p[0], p[1]);
@@ -55,6 +57,7 @@ public final class Rtn {
         }
         double[] losses = new double[rowCount];
         Arrays.fill(losses, Double.NaN);
-        return new QuantizedRows(rowCount, n, config.bits(), g, groups, codes, scales, zeros, gIdx, deq, losses);
+        return new QuantizedRows(rowCount, n, config.bits(), g, groups, codes, scales, exact, zeros, gIdx, deq,
+                losses);
     }
 }

@@ -70,6 +70,10 @@ class GptqLoopTest {
         float[] w = weights(rows, COLS, 11);
         GptqPreparation prep = Gptq.prepare(hessian(COLS, 12, 7), cfg);
         QuantizedRows whole = Gptq.quantize(w, rows, prep, cfg);
+        QuantizedRows staged = roundTrip(whole);
+        assertEquals(whole, staged, "serialized (codes and parameters only), dequantized again");
+        QuantizedRows rtn = Gptq.rtn(w, rows, COLS, cfg);
+        assertEquals(rtn, roundTrip(rtn), "RTN blocks serialize the same way");
         for (int block : new int[] {7, 64, 100, 256, 1}) {
             List<QuantizedRows> parts = new ArrayList<>();
             for (int r0 = 0; r0 < rows; r0 += block) {
@@ -243,6 +247,22 @@ class GptqLoopTest {
         GptqPreparation prep = Gptq.prepare(Hessian.of(h, 6), QuantConfig.defaults().withDescAct(true));
         // dead column 5 gets diagonal 1 and ties with column 0; ties keep ascending column order
         assertArrayEquals(new int[] {1, 2, 4, 3, 0, 5}, prep.perm());
+    }
+
+    static <T> T roundTrip(T value) {
+        try {
+            ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+            try (ObjectOutputStream out = new ObjectOutputStream(bytes)) {
+                out.writeObject(value);
+            }
+            try (ObjectInputStream in = new ObjectInputStream(new ByteArrayInputStream(bytes.toByteArray()))) {
+                @SuppressWarnings("unchecked")
+                T back = (T) in.readObject();
+                return back;
+            }
+        } catch (java.io.IOException | ClassNotFoundException e) {
+            throw new AssertionError(e);
+        }
     }
 
     @Test

@@ -15,7 +15,8 @@ import org.sparkquant.gptq.QuantizedBlock;
  * @param rows        number of rows (output channels)
  * @param columns     input columns K (a multiple of the type's block size)
  * @param data        [rows][type.rowBytes(columns)]: row r is K / blockSize consecutive blocks
- * @param dequantized [rows][columns]: exactly what {@code data} dequantizes to (next layer's weight)
+ * @param dequantized [rows][columns]: exactly what {@code data} dequantizes to (next layer's weight); not
+ *                    serialized: a serialized block (a staged one) holds the bytes, dequantized again when read
  * @param losses      [rows] Σ (w−q)²/d²/2 per row with d = U[i,i] (as {@link QuantizedRows#losses}); NaN for RTN
  */
 public record GgmlQuantizedRows(GgmlType type, int rows, int columns, byte[] data, float[] dequantized,
@@ -109,6 +110,20 @@ public record GgmlQuantizedRows(GgmlType type, int rows, int columns, byte[] dat
     @Override
     public int hashCode() {
         return Arrays.hashCode(data) * 31 + type.hashCode();
+    }
+
+    /** Serialized as the tensor bytes only: see {@link Blocks}. */
+    private Object writeReplace() {
+        return new Blocks(type, rows, columns, data, losses);
+    }
+
+    /** The serialized form: everything but the dequantized values, which {@link #readResolve} decodes again. */
+    private record Blocks(GgmlType type, int rows, int columns, byte[] data, double[] losses) implements Serializable {
+        private Object readResolve() {
+            float[] deq = new float[Math.multiplyExact(rows, columns)];
+            GgmlQuant.dequantize(type, data, 0, deq, 0, deq.length);
+            return new GgmlQuantizedRows(type, rows, columns, data, deq, losses);
+        }
     }
 
     @Override

@@ -99,6 +99,23 @@ class GgmlGptqTest {
         return s;
     }
 
+    static <T> T roundTrip(T value) {
+        try {
+            java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+            try (java.io.ObjectOutputStream out = new java.io.ObjectOutputStream(bytes)) {
+                out.writeObject(value);
+            }
+            try (java.io.ObjectInputStream in = new java.io.ObjectInputStream(
+                    new java.io.ByteArrayInputStream(bytes.toByteArray()))) {
+                @SuppressWarnings("unchecked")
+                T back = (T) in.readObject();
+                return back;
+            }
+        } catch (java.io.IOException | ClassNotFoundException e) {
+            throw new AssertionError(e);
+        }
+    }
+
     // ------------------------------------------------------------------------------------------- tests
 
     /**
@@ -184,6 +201,8 @@ class GgmlGptqTest {
             for (GgmlType type : List.of(GgmlType.Q4_K, GgmlType.Q2_K, GgmlType.Q6_K, GgmlType.Q4_0, GgmlType.Q5_1)) {
                 for (float[] importance : Arrays.asList(null, imp)) {
                     GgmlQuantizedRows all = GgmlGptq.quantize(w, rows, prep, type, importance);
+                    // serialized (staged) blocks hold the bytes only and decode to the very same values
+                    assertEquals(all, roundTrip(all), type + " " + p + ": serialized");
                     for (int block : new int[] {1, 7, 64, 65, 256}) {
                         List<GgmlQuantizedRows> parts = new ArrayList<>();
                         for (int r0 = 0; r0 < rows; r0 += block) {
