@@ -1,12 +1,17 @@
 package org.sparkquant.io;
 
+import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
+import java.security.DigestOutputStream;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -31,11 +36,65 @@ public final class OutputManifest {
 
     private OutputManifest() {}
 
+    /**
+     * Sizes and SHA-256 of files as they were written (see {@link Storage#recording}), by URI; a file written again
+     * keeps its last checksum.
+     */
+    public static final class Checksums {
+        private final Map<String, Entry> byUri = new ConcurrentHashMap<>();
+
+        /** {@code out}, hashed as it is written; the checksum is recorded when it is closed. */
+        OutputStream track(String uri, OutputStream target) {
+            MessageDigest sha = sha256();
+            return new FilterOutputStream(new DigestOutputStream(target, sha)) {
+                private long size;
+                private boolean closed;
+
+                @Override
+                public void write(byte[] b, int off, int len) throws IOException {
+                    out.write(b, off, len);
+                    size += len;
+                }
+
+                @Override
+                public void write(int b) throws IOException {
+                    out.write(b);
+                    size++;
+                }
+
+                @Override
+                public void close() throws IOException {
+                    if (closed) {
+                        return;
+                    }
+                    closed = true;
+                    super.close();
+                    byUri.put(uri, new Entry(uri, size, HexFormat.of().formatHex(sha.digest())));
+                }
+            };
+        }
+
+        Entry get(String uri) {
+            return byUri.get(uri);
+        }
+    }
+
     /** Checksums the files of {@code directory} (recursively) and writes {@code _SUCCESS}. */
     public static List<Entry> write(Storage storage, String directory, String producer) {
+        return write(storage, directory, producer, new Checksums());
+    }
+
+    /**
+     * Writes {@code _SUCCESS} for the files of {@code directory}, taking the checksums recorded while they were
+     * written where the file still has the recorded size, and reading the others.
+     */
+    public static List<Entry> write(Storage storage, String directory, String producer, Checksums written) {
         List<Entry> entries = new ArrayList<>();
         for (String file : files(storage, directory, "")) {
-            entries.add(entry(storage, directory, file));
+            String uri = Storage.resolve(directory, file);
+            Entry known = written.get(uri);
+            entries.add(known != null && storage.length(uri) == known.size()
+                    ? new Entry(file, known.size(), known.sha256()) : entry(storage, directory, file));
         }
         ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode root = mapper.createObjectNode();
@@ -154,12 +213,7 @@ public final class OutputManifest {
 
     /** Size and SHA-256 of the file at {@code uri}, listed as {@code file}. */
     private static Entry entry(String uri, String file, Storage storage) {
-        MessageDigest sha;
-        try {
-            sha = MessageDigest.getInstance("SHA-256");
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        MessageDigest sha = sha256();
         long size = 0;
         byte[] buffer = new byte[1 << 20];
         try (InputStream in = storage.openStream(uri)) {
@@ -171,5 +225,13 @@ public final class OutputManifest {
             throw SparkQuantException.badInput("cannot read " + uri + ": " + e.getMessage());
         }
         return new Entry(file, size, HexFormat.of().formatHex(sha.digest()));
+    }
+
+    private static MessageDigest sha256() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
     }
 }

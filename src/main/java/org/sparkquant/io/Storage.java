@@ -36,9 +36,26 @@ public final class Storage implements Serializable {
 
     private final Map<String, String> settings;
     private transient Configuration configuration;
+    /** Where files created through this view report their checksums, or null (see {@link #recording}). */
+    private final transient OutputManifest.Checksums checksums;
 
     private Storage(Map<String, String> settings) {
+        this(settings, null);
+    }
+
+    private Storage(Map<String, String> settings, OutputManifest.Checksums checksums) {
         this.settings = Collections.unmodifiableMap(new TreeMap<>(settings));
+        this.checksums = checksums;
+    }
+
+    /**
+     * This storage, with every file created through it hashed while it is written, into {@code checksums}: the
+     * manifest of an output then needs no second read of its files.
+     */
+    public Storage recording(OutputManifest.Checksums checksums) {
+        Storage view = new Storage(settings, checksums);
+        view.configuration = configuration;
+        return view;
     }
 
     /** Storage with Hadoop settings such as {@code fs.s3a.endpoint} on top of Hadoop's defaults. */
@@ -263,7 +280,8 @@ public final class Storage implements Serializable {
     public OutputStream create(String uri) {
         Path p = path(uri);
         try {
-            return fileSystem(p).create(p, true);
+            OutputStream out = fileSystem(p).create(p, true);
+            return checksums == null ? out : checksums.track(uri, out);
         } catch (IOException e) {
             throw failure("cannot create", uri, e);
         }

@@ -103,14 +103,17 @@ final class CheckpointTarget implements OutputTarget {
         String out = job.output();
         progress.step(-1, "assemble checkpoint");
         clearPartialOutput(storage, out);
+        // every file is hashed as it is written, so the manifest reads nothing back
+        OutputManifest.Checksums checksums = new OutputManifest.Checksums();
+        Storage writing = storage.recording(checksums);
         GptqCheckpointWriter.Result written;
         try (TensorStore store = TensorStore.open(storage, job.model())) {
-            written = GptqCheckpointWriter.write(storage, store, inventory, out, writerOptions(),
+            written = GptqCheckpointWriter.write(writing, store, inventory, out, writerOptions(),
                     module -> assemble(run, store, module));
         }
         progress.step(-1, "report and manifest");
-        report.write(storage, Storage.resolve(out, REPORT), progress.phases());
-        OutputManifest.write(storage, out, "sparkquant " + GptqCheckpointWriter.version());
+        report.write(writing, Storage.resolve(out, REPORT), progress.phases());
+        OutputManifest.write(storage, out, "sparkquant " + GptqCheckpointWriter.version(), checksums);
         return written.shards();
     }
 
