@@ -363,7 +363,7 @@ public final class QuantizePipeline {
         // reusable when every module it replaced is replaced here too
         Predicate<String> extendable = cached -> cached.startsWith(prefix)
                 && kinds.containsAll(replacedIn.apply(cached));
-        return ExecutorCache.<LayerWeights>layer(key, extendable, (previousKey, previous) -> {
+        return ExecutorCache.layer(key, extendable, (previousKey, previous) -> {
             LayerWeights w = previous != null ? previous : source.open().layerWeights(layer);
             List<String> had = previous != null ? replacedIn.apply(previousKey) : List.of();
             List<LinearModule> todo = replaced.stream().filter(m -> !had.contains(m.kind())).toList();
