@@ -135,6 +135,24 @@ def operator_kwargs(application_args, jar, executors=None, executor_memory=None,
     return kwargs
 
 
+def dag_conf(params):
+    """The Spark settings of a DAG run, sized from its params (the DAG renders this at run time)."""
+    return operator_kwargs([], params["jar"], params["executors"], params["executor_memory"],
+                           params["executor_cores"], params["driver_memory"])["conf"]
+
+
+def dag_args(step, params):
+    """sparkquant's arguments for one step (quantize, verify, eval) of a DAG run, from its params."""
+    conf = params.get("sparkquant_conf") or {}
+    if step == "quantize":
+        return quantize_args(params["model"], params["output"], params.get("job"), params.get("calibration"), conf)
+    if step == "verify":
+        return verify_args(params["output"], conf)
+    if step == "eval":
+        return eval_args(params["output"], params["eval_data"], params.get("seq_len"), conf)
+    raise DeployError("unknown step %r: quantize, verify or eval" % step)
+
+
 def spark_submit_command(kwargs, master, deploy_mode=None, spark_binary="spark-submit"):
     """The command line SparkSubmitHook runs for these keyword arguments and a connection with this master and
     deploy mode, in the hook's order (conf, name, class, deploy mode, application, arguments)."""

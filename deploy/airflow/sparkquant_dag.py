@@ -32,22 +32,6 @@ SPARK_CONN = os.environ.get("SPARKQUANT_SPARK_CONN", "spark_default")
 LEASE_TIMEOUT_S = 600  # sparkquant's --lease-timeout default
 
 
-def submit_conf(params):
-    """The Spark settings of a run, sized from the DAG run's params (a macro: rendered at run time)."""
-    return sq.operator_kwargs([], params["jar"], params["executors"], params["executor_memory"],
-                              params["executor_cores"], params["driver_memory"])["conf"]
-
-
-def step_args(step, params):
-    """sparkquant's arguments for one step of the DAG run (a macro: rendered at run time)."""
-    conf = params.get("sparkquant_conf") or {}
-    if step == "quantize":
-        return sq.quantize_args(params["model"], params["output"], params["job"], params["calibration"], conf)
-    if step == "verify":
-        return sq.verify_args(params["output"], conf)
-    return sq.eval_args(params["output"], params["eval_data"], params.get("seq_len"), conf)
-
-
 def storage_exists(uri, conn_id):
     """Whether a file exists, through the Airflow connection of its file system."""
     scheme, _, rest = uri.partition("://")
@@ -86,7 +70,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     render_template_as_native_obj=True,  # conf and application_args render to a dict and a list
-    user_defined_macros={"sparkquant_conf": submit_conf, "sparkquant_args": step_args},
+    user_defined_macros={"sparkquant_conf": sq.dag_conf, "sparkquant_args": sq.dag_args},
     default_args={"retries": 3, "retry_delay": timedelta(seconds=LEASE_TIMEOUT_S + 120)},
     params={
         "model": Param("s3a://models/llama-3-8b", type="string", description="Hugging Face checkpoint URI"),
