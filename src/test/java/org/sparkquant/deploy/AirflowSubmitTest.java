@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -23,6 +24,7 @@ import org.sparkquant.cli.CliRun;
 import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.SyntheticModel;
+import org.sparkquant.spark.OutputLease;
 import org.sparkquant.testing.MotoS3;
 import org.sparkquant.testing.OutputFiles;
 import org.sparkquant.testing.TestPaths;
@@ -34,7 +36,8 @@ import org.sparkquant.testing.TestText;
  * from a job file on S3 (moto on loopback), run exactly as built against a Spark made of the build's jars with
  * {@code --master local[1]}, the S3 credentials in the environment only. Airflow itself does not run here (not
  * installable on this machine): what its SparkSubmitHook would add is the connection's master and deploy mode, given
- * to the helper instead. A standalone cluster is not used yet.
+ * to the helper instead. A standalone cluster is not used yet. A zombie attempt is an in-process holder of the
+ * output's lease.
  */
 @Tag("cluster")
 class AirflowSubmitTest {
@@ -118,6 +121,15 @@ class AirflowSubmitTest {
                 "a client-mode driver gets the kernel choice in its environment");
 
         assertFalse(s3.exists(output + "/_SUCCESS"));
+        // a zombie attempt (alive, renewing its lease) holds the output: the retry's run exits 2 naming it and
+        // writes nothing; Airflow retries later
+        try (OutputLease zombie = OutputLease.acquire(s3, output + "/_lease.json", output, false,
+                Duration.ofSeconds(600))) {
+            MiniSparkHome.Result refused = run(steps.path("quantize"), credentials);
+            assertEquals(2, refused.exitCode(), refused.err());
+            assertTrue(refused.err().contains(output + " is being written by run "), refused.err());
+            assertFalse(s3.exists(output + "/_work"), "the refused attempt wrote nothing");
+        }
         long t0 = System.nanoTime();
         MiniSparkHome.Result q = run(steps.path("quantize"), credentials).assertOk("submitted quantize");
         long t1 = System.nanoTime();
