@@ -157,3 +157,28 @@ def test_dag_loads_in_airflow():
     for task in dag.tasks:
         assert task.retries >= 1 and task.retry_delay > timedelta(seconds=600)
     assert set(PARAMS) <= set(dag.params.keys())
+
+
+def dag_param_defaults():
+    """The DAG's params and their defaults, read from its source (no Airflow needed)."""
+    import ast
+    with open(os.path.join(AIRFLOW_DIR, "sparkquant_dag.py")) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "params" and isinstance(node.value, ast.Dict):
+            return {ast.literal_eval(k): ast.literal_eval(v.args[0]) for k, v in zip(node.value.keys,
+                                                                                      node.value.values)}
+    raise AssertionError("no params={...} in the DAG")
+
+
+def test_dag_defaults_make_valid_commands():
+    params = dag_param_defaults()
+    assert set(PARAMS) <= set(params), "the params the helper reads are the DAG's"
+    conf = sq.dag_conf(params)
+    assert conf["spark.executor.memory"] == params["executor_memory"]
+    assert conf["spark.executor.instances"] == str(params["executors"])
+    assert sq.dag_args("quantize", params)[-1] == "--resume"
+    assert sq.dag_args("eval", params)[:5] == ["eval", "--model", params["output"], "--data", params["eval_data"]]
+    # the preset named by default ships in the image (conf/ is copied to /opt/sparkquant/conf)
+    assert params["job"].startswith("/opt/sparkquant/conf/")
+    assert os.path.isfile(os.path.join(REPO, params["job"][len("/opt/sparkquant/"):]))
