@@ -3,7 +3,7 @@
 Standard library only, so that the DAG and its tests import it without Airflow. The Spark settings come from the one
 settings file of the project, ``conf/spark-defaults.conf.template`` (copy it beside this module in the DAG folder, or
 point ``SPARKQUANT_SPARK_DEFAULTS`` at it); the executor's off-heap overhead and javacpp limits are sized from the
-executor heap with the same rule as ``deploy/spark-submit.sh``. The job's options stay in the job file
+executor heap with the same rule as ``deploy/spark-settings.sh`` (a test compares the two). The job's options stay in the job file
 (``--config``), which sparkquant itself reads, so the operator and the command line run the same job.
 
 As a command (what the tests run, and a way to see what a DAG run will submit)::
