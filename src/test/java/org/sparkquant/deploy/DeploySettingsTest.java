@@ -314,7 +314,7 @@ class DeploySettingsTest {
                 assertTrue(Files.exists(REPO.resolve(source)), "COPY source " + source + " exists");
             }
         }
-        assertEquals(3, copies);
+        assertEquals(4, copies);
         Map<String, String> env = new HashMap<>();
         for (String l : lines) {
             if (l.startsWith("ENV ")) {
@@ -326,6 +326,7 @@ class DeploySettingsTest {
         Map<String, String> template = template();
         assertEquals(template.get("spark.executorEnv.OPENBLAS_CORETYPE"), env.get("OPENBLAS_CORETYPE"));
         assertEquals(template.get("spark.executorEnv.OMP_NUM_THREADS"), env.get("OMP_NUM_THREADS"));
+        assertEquals(dockerJarPath(), env.get("SPARKQUANT_JAR"), "spark-submit.sh in the image submits its jar");
         String confDir = env.get("SPARKQUANT_CONF_DIR");
         assertTrue(lines.contains("COPY conf/ " + confDir + "/"), "SPARKQUANT_CONF_DIR is the copied conf/");
         // the jar's place in the image is the one the examples name
