@@ -130,6 +130,24 @@ class DeploySettingsTest {
                 assertEquals(expected, lines(bash), "the template as it is at its own size");
             }
         }
+        // another settings file: its other JVM flags stay, keys it lacks are added in the same order
+        Path custom = tmp.resolve("custom.conf");
+        Files.writeString(custom, "# mine\nspark.executor.extraJavaOptions  -XX:+UseG1GC "
+                + "-Dorg.bytedeco.javacpp.maxbytes=1g -Dfoo=bar\nspark.executor.memory 2g\n");
+        Map<String, String> customEnv = new HashMap<>();
+        customEnv.put("SPARKQUANT_SPARK_DEFAULTS", custom.toString());
+        customEnv.put("EXECUTOR_MEMORY", "12g");
+        customEnv.put("EXECUTOR_CORES", "3");
+        customEnv.put("OPENBLAS_CORETYPE", null);
+        List<String> bash = lines(MiniSparkHome.run(List.of("bash", REPO.resolve("deploy/spark-settings.sh")
+                .toString()), customEnv, tmp, 60).assertOk("spark-settings.sh").out());
+        List<String> python = lines(MiniSparkHome.run(List.of(AirflowSubmitTest.python().toString(),
+                AirflowSubmitTest.helper().toString(), "settings", "--settings", custom.toString(),
+                "--executor-memory", "12g", "--executor-cores", "3"), Map.of(), tmp, 60).assertOk("settings").out());
+        assertEquals(bash, python, "bash and the Airflow helper on another settings file");
+        assertTrue(bash.contains("spark.executor.extraJavaOptions=-XX:+UseG1GC -Dfoo=bar "
+                + "-Dorg.bytedeco.javacpp.maxbytes=10g -Dorg.bytedeco.javacpp.maxphysicalbytes=22g"), bash.toString());
+
         Map<String, String> eight = new LinkedHashMap<>();
         lines(MiniSparkHome.run(List.of("bash", REPO.resolve("deploy/spark-settings.sh").toString()),
                 Map.of("EXECUTOR_MEMORY", "8g"), tmp, 60).out()).forEach(l -> eight.put(l.substring(0, l.indexOf('=')),
