@@ -17,7 +17,7 @@ import picocli.CommandLine.Spec;
 
 /**
  * Options every command shares. Settings are layered: {@code $SPARKQUANT_CONF_DIR/sparkquant.properties}, then
- * {@code --conf key=value}. Keys {@code fs.*} and {@code spark.hadoop.*} configure the file systems (e.g.
+ * {@code --conf key=value} (for the file systems, over the {@code spark.hadoop.*} settings given to spark-submit). Keys {@code fs.*} and {@code spark.hadoop.*} configure the file systems (e.g.
  * {@code fs.s3a.endpoint}); other {@code spark.*} keys configure Spark. Values are never printed, since they may hold
  * secrets.
  */
@@ -60,9 +60,20 @@ public final class CommonOptions {
         return all;
     }
 
-    /** The Hadoop settings among {@link #settings()}, with {@code spark.hadoop.} stripped. */
+    /**
+     * The Hadoop settings among {@link #settings()}, with {@code spark.hadoop.} stripped, over those given to
+     * spark-submit ({@code --conf spark.hadoop.*}, {@code spark-defaults.conf}): spark-submit hands them to the driver
+     * JVM as system properties, where Spark reads them for the executors, so the driver's own storage must read them
+     * too.
+     */
     public Map<String, String> hadoopSettings() {
-        return hadoopSettings(settings());
+        Map<String, String> submitted = new LinkedHashMap<>();
+        Properties system = System.getProperties();
+        system.stringPropertyNames().stream().filter(k -> k.startsWith("spark.hadoop.")).sorted()
+                .forEach(k -> submitted.put(k, system.getProperty(k)));
+        Map<String, String> hadoop = hadoopSettings(submitted);
+        hadoop.putAll(hadoopSettings(settings()));
+        return hadoop;
     }
 
     /** The Hadoop settings among any settings: {@code fs.*} as they are, {@code spark.hadoop.*} stripped. */
