@@ -117,7 +117,7 @@ final class LayerHessians {
     private static Iterator<Tuple2<String, HessianAccumulator>> partials(QuantizeRun run, int layer,
             List<LinearModule> done, Map<Input, Integer> widths, Input last, Iterator<SampleState> it) {
         ModelSource source = run.source();
-        LayerWeights weights = QuantizePipeline.layerWeights(run, layer, done);
+        LayerWeights weights = StagedLayers.weights(run, layer, done);
         Map<Input, List<HessianAccumulator>> accumulators = new EnumMap<>(Input.class);
         for (Map.Entry<Input, Integer> e : widths.entrySet()) {
             int n = e.getValue();

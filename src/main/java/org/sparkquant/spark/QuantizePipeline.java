@@ -6,32 +6,20 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.function.Function;
-import java.util.function.Predicate;
 import java.util.function.Supplier;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
-import java.util.stream.Stream;
 
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
-import org.sparkquant.SparkQuantException;
-import org.sparkquant.gptq.Gptq;
-import org.sparkquant.gptq.GptqPreparation;
-import org.sparkquant.gptq.Hessian;
-import org.sparkquant.gptq.QuantizedBlock;
 import org.sparkquant.io.Storage;
-import org.sparkquant.linalg.OpenBlas;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.LinearModule.Input;
 import org.sparkquant.model.MemoryPlan;
 import org.sparkquant.model.ModelInventory;
-import org.sparkquant.nn.DenseLinear;
-import org.sparkquant.nn.LayerWeights;
-import scala.Tuple2;
 
 /**
  * The distributed GPTQ run: the layer loop. The driver holds metadata; calibration hidden states live in a fixed
@@ -98,7 +86,7 @@ public final class QuantizePipeline {
             Map<String, InputSummary> inputs = new LinkedHashMap<>();
             if (!job.layerwise()) {
                 progress.step(-1, "rtn · quantize " + quantized.size() + " modules");
-                record(stats, quantizeBlocks(jsc, run, blocksOf(quantized)));
+                record(stats, BlockQuantizer.quantize(jsc, run, BlockQuantizer.blocksOf(quantized)));
             } else if (!quantized.isEmpty()) {
                 runLayers(jsc, run, inventory, names, layersDone, calibration, progress, stats, inputs, owned);
             }
@@ -182,9 +170,9 @@ public final class QuantizePipeline {
                 List<Input> needed = modules.stream().map(LinearModule::input).distinct().toList();
                 progress.step(layer, label + " · hessian");
                 inputs.putAll(LayerHessians.compute(run, states, layer, done, needed));
-                List<ModuleBlocks.Block> blocks = blocksOf(modules);
+                List<ModuleBlocks.Block> blocks = BlockQuantizer.blocksOf(modules);
                 progress.step(layer, label + " · quantize " + blocks.size() + " blocks");
-                layerStats.addAll(quantizeBlocks(jsc, run, blocks));
+                layerStats.addAll(BlockQuantizer.quantize(jsc, run, blocks));
                 if (run.job().trueSequential()) {
                     done.addAll(modules);
                 }
@@ -193,7 +181,7 @@ public final class QuantizePipeline {
             List<LinearModule> all = inventory.layer(layer).stream().filter(m -> names.contains(m.name())).toList();
             int index = layer;
             JavaRDD<SampleState> next = states.mapPartitions(
-                    it -> SparkEvaluator.forward(source, layerWeights(run, index, all), it))
+                    it -> SparkEvaluator.forward(source, StagedLayers.weights(run, index, all), it))
                     .persist(StorageLevel.MEMORY_AND_DISK());
             checkpoint(work, next, layer + 1, partitions);
             work.writeOnce(statsPath(layer), Staged.object(new ArrayList<>(layerStats)));
@@ -244,140 +232,5 @@ public final class QuantizePipeline {
             work.writeOnce(dir + "/part-" + p + ".bin", Staged.hidden(list));
         });
         work.replace(dir + "/partitions", partitions + "\n");
-    }
-
-    // ------------------------------------------------------------------ quantization
-
-    static List<ModuleBlocks.Block> blocksOf(List<LinearModule> modules) {
-        List<ModuleBlocks.Block> out = new ArrayList<>();
-        for (LinearModule m : modules) {
-            out.addAll(ModuleBlocks.of(m).blocks());
-        }
-        return out;
-    }
-
-    private static List<BlockStats> quantizeBlocks(JavaSparkContext jsc, QuantizeRun run,
-            List<ModuleBlocks.Block> blocks) {
-        if (blocks.isEmpty()) {
-            return List.of();
-        }
-        List<Tuple2<Integer, ModuleBlocks.Block>> indexed = new ArrayList<>();
-        for (int i = 0; i < blocks.size(); i++) {
-            indexed.add(new Tuple2<>(i, blocks.get(i)));
-        }
-        return jsc.parallelize(indexed, blocks.size())
-                .map(b -> quantizeBlock(run, b._1(), b._2()))
-                .collect();
-    }
-
-    /**
-     * On an executor: one block of output channels into the target's format, with GPTQ (or RTN) and both methods'
-     * Hessian-weighted errors, staged once under {@code _work/}; a block already staged is only read back.
-     */
-    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block) {
-        Storage storage = run.storage();
-        WorkDir work = run.work();
-        if (work.exists(block.stagedPath())) {
-            StagedBlock<?> staged = Staged.readObject(storage, work.path(block.stagedPath()));
-            return staged.stats();
-        }
-        LinearModule m = block.module();
-        float[] rows = run.source().open().store().readRows(m.weight(), block.r0(), block.r1());
-        try {
-            return quantizeBlock(run, index, block, rows);
-        } catch (SparkQuantException e) {
-            if (e.kind() != SparkQuantException.Kind.BAD_INPUT) {
-                throw e;
-            }
-            // name what the user can find: the tensor, its layer and the model (row numbers count from r0)
-            throw SparkQuantException.badInput(m.weight() + " (layer " + m.layer() + ", rows " + block.r0() + "-"
-                    + (block.r1() - 1) + ") in " + run.job().model() + ": " + e.getMessage(), e);
-        }
-    }
-
-    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block, float[] rows) {
-        Storage storage = run.storage();
-        WorkDir work = run.work();
-        LinearModule m = block.module();
-        long t0 = System.nanoTime();
-        OutputTarget target = run.target();
-        QuantizedBlock codes;
-        double hessianError = Double.NaN;
-        double rtnError = Double.NaN;
-        if (run.job().layerwise()) {
-            int layer = m.layer();
-            Input input = m.input();
-            String hessianPath = work.path(LayerHessians.hessianPath(layer, input));
-            Hessian h = ExecutorCache.slot("hessian:" + input, hessianPath,
-                    () -> Staged.readObject(storage, hessianPath));
-            QuantizedBlock rtn = target.rtn(rows, block, h);
-            if (run.job().method() == QuantizeJob.Method.GPTQ) {
-                String prepPath = work.path(LayerHessians.prepPath(layer, input));
-                GptqPreparation prep = ExecutorCache.slot("prep:" + input, prepPath,
-                        () -> Staged.readObject(storage, prepPath));
-                codes = target.gptq(rows, block, h, prep);
-                rtnError = sum(Gptq.hessianError(h, rows, rtn.dequantized(), block.rows()));
-            } else {
-                codes = rtn;
-            }
-            hessianError = sum(Gptq.hessianError(h, rows, codes.dequantized(), block.rows()));
-            if (codes == rtn) {
-                rtnError = hessianError;
-            }
-        } else {
-            codes = target.rtn(rows, block, null);
-        }
-        double seconds = (System.nanoTime() - t0) / 1e9;
-        TaskContext task = TaskContext.get();
-        run.faults().at(FaultHook.Point.BLOCK_QUANTIZED, index, task == null ? 0 : task.attemptNumber());
-        // GPTQ's objective; NaN for round-to-nearest, whose losses are NaN
-        double loss = sum(codes.losses());
-        BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), loss, hessianError, rtnError, seconds,
-                OpenBlas.kernel());
-        work.writeOnce(block.stagedPath(), Staged.object(new StagedBlock<>(codes, stats)));
-        return stats;
-    }
-
-    private static double sum(double[] values) {
-        double s = 0;
-        for (double v : values) {
-            s += v;
-        }
-        return s;
-    }
-
-    /**
-     * A layer's weights with the given modules replaced by their staged (dequantized) quantization. The executor's
-     * cached layer is extended when it holds the same layer with fewer replaced modules (true-sequential groups ask
-     * for q,k,v, then also o, ...), so the dense layer and each staged module are read once per layer.
-     */
-    static LayerWeights layerWeights(QuantizeRun run, int layer, List<LinearModule> replaced) {
-        ModelSource source = run.source();
-        // the work directory names the run: another run over the same model stages other weights
-        String prefix = source.uri() + "@" + run.work().root() + "#" + layer + ":";
-        List<String> kinds = replaced.stream().map(LinearModule::kind).toList();
-        String key = prefix + String.join(",", kinds);
-        // the module kinds a cached copy of this layer replaced, from its key
-        Function<String, List<String>> replacedIn = cached -> Stream.of(cached.substring(prefix.length()).split(","))
-                .filter(k -> !k.isEmpty()).toList();
-        // reusable when every module it replaced is replaced here too
-        Predicate<String> extendable = cached -> cached.startsWith(prefix)
-                && kinds.containsAll(replacedIn.apply(cached));
-        return ExecutorCache.layer(key, extendable, (previousKey, previous) -> {
-            LayerWeights w = previous != null ? previous : source.open().layerWeights(layer);
-            List<String> had = previous != null ? replacedIn.apply(previousKey) : List.of();
-            List<LinearModule> todo = replaced.stream().filter(m -> !had.contains(m.kind())).toList();
-            for (LinearModule m : todo) {
-                float[] weight = new float[m.outFeatures() * m.inFeatures()];
-                for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {
-                    StagedBlock<?> staged = Staged.readObject(source.storage(), run.work().path(b.stagedPath()));
-                    System.arraycopy(staged.dequantized(), 0, weight, b.r0() * m.inFeatures(),
-                            b.rows() * m.inFeatures());
-                }
-                float[] bias = m.bias() ? source.open().store().readFloats(m.biasName()) : null;
-                w = w.with(m.kind(), DenseLinear.of(weight, m.outFeatures(), m.inFeatures(), bias));
-            }
-            return w;
-        });
     }
 }
