@@ -179,6 +179,21 @@ final class LayerHessians {
         return summary;
     }
 
+    /**
+     * Deletes a finished layer's Hessians and GPTQ preparations (the largest scratch: 1.6 GB for one fp64 Hessian of
+     * 14336 columns). Only a layer's quantize step reads them, and a resumed run never repeats a finished layer, so
+     * this runs once progress has moved past it; the summaries stay for the exports.
+     */
+    static void dropSolverInputs(WorkDir work, int layer) {
+        for (Input input : Input.values()) {
+            for (String path : List.of(hessianPath(layer, input), prepPath(layer, input))) {
+                if (work.exists(path)) {
+                    work.delete(path);
+                }
+            }
+        }
+    }
+
     static String hessianPath(int layer, Input input) {
         return "layers/" + layer + "/hessian-" + input + ".bin";
     }

@@ -193,6 +193,7 @@ public final class QuantizePipeline {
             if (layer > 0) {
                 work.delete("hidden/" + layer);
             }
+            LayerHessians.dropSolverInputs(work, layer);
             progress.layerDone();
             run.faults().at(FaultHook.Point.LAYER_DONE, layer, 0);
         }

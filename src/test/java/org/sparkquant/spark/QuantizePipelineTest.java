@@ -118,6 +118,15 @@ class QuantizePipelineTest {
         assertEquals(1, killed.exitCode(), killed.err());
         assertTrue(Files.exists(resumed.resolve("_work/progress.json")));
         assertFalse(Files.exists(resumed.resolve("_SUCCESS")));
+        // a finished layer keeps its staged codes and statistics, not its Hessians and preparations
+        Path layer0 = resumed.resolve("_work/layers/0");
+        try (var files = Files.list(layer0)) {
+            List<String> names = files.map(f -> f.getFileName().toString()).sorted().toList();
+            assertTrue(names.contains("stats.bin"), names.toString());
+            assertTrue(names.stream().noneMatch(n -> n.startsWith("hessian-") || n.startsWith("prep-")),
+                    names.toString());
+            assertTrue(names.stream().anyMatch(n -> n.startsWith("summary-")), names.toString());
+        }
 
         CliRun noResume = quantize(resumed, "local[2]");
         assertEquals(2, noResume.exitCode());
