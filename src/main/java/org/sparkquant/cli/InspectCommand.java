@@ -125,6 +125,8 @@ public final class InspectCommand implements Callable<Integer> {
                 + "Hessian + one factor + activations)%n", Bytes.human(plan.executorBytes()));
         out.printf("  driver bound                %s (metadata + one Hessian tile of at most %s)%n",
                 Bytes.human(plan.driverBytes()), Bytes.human(MemoryPlan.HESSIAN_TILE_BYTES));
+        out.printf("  work directory bound        %s (staged codes, one layer's Hessians and factors, hidden states "
+                + "at two layer boundaries)%n", Bytes.human(plan.workBytes()));
     }
 
     /** What llama.cpp's converter and llama-quantize would make of this model. */
@@ -170,6 +172,7 @@ public final class InspectCommand implements Callable<Integer> {
         memory.put("activation_bytes_per_sample", plan.activationBytesPerSample());
         memory.put("executor_bytes", plan.executorBytes());
         memory.put("driver_bytes", plan.driverBytes());
+        memory.put("work_bytes", plan.workBytes());
         if (gguf != null) {
             ObjectNode g = root.putObject("gguf_plan");
             g.put("file_type", gguf.fileType().name());

@@ -10,6 +10,10 @@ import java.util.Map;
  * Hessian tile at a time.
  *
  * @param samplesPerPartition calibration sequences in one partition of hidden states
+ * @param workBytes           the most a run's work directory ({@code _work/}) holds: the staged codes of every
+ *                            quantized weight (one byte each, plus a scale, exact scale and zero per group), one
+ *                            layer's Hessians (fp64) and GPTQ factors (rows of U per batch of 128 columns), the hidden
+ *                            states of two layer boundaries (fp32, with their tokens), and 1 MiB for small records
  */
 public record MemoryPlan(
         int samples,
@@ -21,7 +25,8 @@ public record MemoryPlan(
         Map<LinearModule.Input, Long> hessianBytes,
         long activationBytesPerSample,
         long executorBytes,
-        long driverBytes) {
+        long driverBytes,
+        long workBytes) {
 
     /** Spark records of Hessian partials are cut into tiles of at most this many bytes. */
     public static final long HESSIAN_TILE_BYTES = 256L << 20;
@@ -34,7 +39,17 @@ public record MemoryPlan(
         return Math.max(1, (samples + samplesPerPartition - 1) / samplesPerPartition);
     }
 
+    /** The plan of a run with the default settings: group size 128, fp32 solver. */
     public static MemoryPlan of(ModelInventory inventory, int samples, int seqLen, int samplesPerPartition) {
+        return of(inventory, samples, seqLen, samplesPerPartition, 128, 4);
+    }
+
+    /**
+     * The plan of a run with {@code groupSize} columns per scale (−1: one per row) and a GPTQ factor of
+     * {@code factorBytes} per element (4 in fp32, 8 in fp64).
+     */
+    public static MemoryPlan of(ModelInventory inventory, int samples, int seqLen, int samplesPerPartition,
+            int groupSize, int factorBytes) {
         ModelConfig c = inventory.config();
         long largestLayer = 0;
         for (int i = 0; i < c.numLayers(); i++) {
@@ -58,7 +73,21 @@ public record MemoryPlan(
         long factor = largestWidth * largestWidth * 4L;
         long executor = largestLayer + 2L * perPartition * hiddenPerSample + largestHessian + factor + activations;
         long driver = DRIVER_BASE_BYTES + Math.min(largestHessian, HESSIAN_TILE_BYTES);
+        long codes = 0;
+        for (LinearModule m : inventory.layers().stream().flatMap(l -> l.stream()).toList()) {
+            long groups = groupSize == -1 ? 1 : (m.inFeatures() + groupSize - 1) / groupSize;
+            codes += m.parameters() + (long) m.outFeatures() * (groups * 16L + 8L); // scale, exact scale, zero; loss
+        }
+        long factors = 0;
+        for (int width : inventory.inputWidths().values()) {
+            for (long i1 = 0; i1 < width; i1 += 128) {
+                factors += Math.min(128, width - i1) * (width - i1) * factorBytes;
+            }
+        }
+        long hessianTotal = hessians.values().stream().mapToLong(Long::longValue).sum();
+        long boundary = (long) samples * (hiddenPerSample + seqLen * 4L);
+        long work = codes + hessianTotal + factors + 2L * boundary + (1L << 20);
         return new MemoryPlan(samples, seqLen, partitions, perPartition, largestLayer, hiddenPerSample, hessians,
-                activations, executor, driver);
+                activations, executor, driver, work);
     }
 }

@@ -20,6 +20,10 @@ import org.sparkquant.cli.CliRun;
 import org.sparkquant.format.gptq.GptqCheckpoint;
 import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorStore;
+import org.sparkquant.model.MemoryPlan;
+import org.sparkquant.model.ModelConfig;
+import org.sparkquant.model.ModelInventory;
 import org.sparkquant.model.SyntheticModel;
 import org.sparkquant.testing.Faults;
 import org.sparkquant.testing.OutputFiles;
@@ -192,6 +196,43 @@ class QuantizePipelineTest {
                         + "-Dorg.bytedeco.javacpp.maxphysicalbytes=1500m");
         assertEquals(0, run.exitCode(), run.err());
         assertTrue(Files.exists(out.resolve("_SUCCESS")));
+    }
+
+    /** The largest size of a work directory seen by {@link #measureWork} (the hook runs in this JVM: local mode). */
+    static final java.util.concurrent.atomic.AtomicLong LARGEST_WORK = new java.util.concurrent.atomic.AtomicLong();
+
+    /** A hook (serializable, it travels with the run) that measures {@code work} at every named point. */
+    static FaultHook measureWork(String work) {
+        return (point, index, attempt) -> {
+            Path dir = Path.of(work);
+            if (Files.isDirectory(dir)) {
+                try (var files = Files.walk(dir)) {
+                    long size = files.filter(Files::isRegularFile).mapToLong(f -> f.toFile().length()).sum();
+                    LARGEST_WORK.accumulateAndGet(size, Math::max);
+                } catch (java.io.IOException | java.io.UncheckedIOException e) {
+                    // a file deleted while walking: measured at the next state change
+                }
+            }
+        };
+    }
+
+    /** The work directory never holds more than inspect's bound for it (measured before every state change). */
+    @Test
+    void workDirectoryStaysWithinItsBound() throws Exception {
+        Path out = tmp.resolve("bounded");
+        LARGEST_WORK.set(0);
+        FaultHook measure = measureWork(out.resolve("_work").toString());
+        CliRun run = quantize(measure, out, "local[2]");
+        assertEquals(0, run.exitCode(), run.err());
+        Storage storage = Storage.local();
+        ModelInventory inventory;
+        try (TensorStore store = TensorStore.open(storage, model.toString())) {
+            inventory = ModelInventory.of(ModelConfig.load(storage, model.toString()), store);
+        }
+        long bound = MemoryPlan.of(inventory, 12, 48, 3, 32, 4).workBytes(); // this run's group size
+        long largest = LARGEST_WORK.get();
+        assertTrue(largest > 0, "measured nothing");
+        assertTrue(largest <= bound, "work directory held " + largest + " bytes, bound " + bound);
     }
 
     /** --save-hessians: one fp32 .npy per distinct input, the manifest names a file for every quantized module. */
