@@ -36,8 +36,9 @@ import org.sparkquant.linalg.OpenBlas;
  * result of two float operands, rounded to float, is the correctly rounded float result), and the working W and the
  * batch update are float (sgemm). FP64 rounds nothing. The one place where precision has its own code is the loop's
  * hot spot, the in-batch update W1[:, j] −= err · Hinv1[i, j]: in FP32 it runs on float arrays, which give the same
- * bits as doubles rounded after each operation, in less time (4096×4096, one thread, runs alternating with the float
- * version: step b took 1.3–1.6× as long on rounded doubles).
+ * bits as doubles rounded after each operation, in far less time. {@code bench/update-kernel.sh} measures the two:
+ * the update alone is ~10× slower on rounded doubles (the JIT does not vectorize the conversions), and step b of a
+ * 4096×4096 matrix took 1.3–1.6× as long with it.
  *
  * <p><b>Row-partition invariance.</b> Rows never mix, so the only way a row's bits could depend on the other rows
  * quantized with it is the batch update (sgemm/dgemm with rows on M). OpenBLAS's result for an element depends on
