@@ -286,7 +286,8 @@ public final class ReportHtml {
         Iterator<Map.Entry<String, JsonNode>> it = used.path("executor_peak_rss_bytes").fields();
         while (it.hasNext()) {
             Map.Entry<String, JsonNode> e = it.next();
-            labels.add("executor " + e.getKey());
+            // in local mode the tasks run in the driver, whose executor id is "driver"
+            labels.add(e.getKey().equals("driver") ? "executor (in the driver)" : "executor " + e.getKey());
             planned.add(number(plan, "executor_bytes"));
             measured.add(e.getValue().asDouble());
         }
