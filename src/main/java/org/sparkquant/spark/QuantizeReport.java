@@ -224,7 +224,7 @@ public final class QuantizeReport {
         ObjectNode used = memory.putObject("used");
         ObjectNode peaks = used.putObject("executor_peak_rss_bytes");
         executorPeaks.forEach((k, v) -> {
-            if (v >= 0) {
+            if (v > 0) { // -1: not measured; 0: statistics of an earlier version, resumed
                 peaks.put(k, v);
             }
         });
