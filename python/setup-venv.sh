@@ -18,4 +18,4 @@ if (( ${#links[@]} > 0 )); then
 else
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 fi
-"$venv/bin/python" -c "import torch, transformers, safetensors, gguf, numpy, tokenizers; print('python venv ready:', torch.__version__, transformers.__version__)"
+"$venv/bin/python" -c "import torch, transformers, safetensors, gguf, numpy, tokenizers, matplotlib, nbclient, ipykernel; print('python venv ready:', torch.__version__, transformers.__version__)"

@@ -17,7 +17,7 @@ import picocli.CommandLine.Command;
         versionProvider = Version.class,
         description = "Quantize large language models with GPTQ on Apache Spark.",
         subcommands = {InspectCommand.class, QuantizeCommand.class, EvalCommand.class, GenerateCommand.class,
-                VerifyCommand.class,
+                VerifyCommand.class, ReportCommand.class,
                 CommandLine.HelpCommand.class})
 public final class SparkQuant implements Runnable {
     /** What a user can do about our bug. */

@@ -110,7 +110,7 @@ final class BlockQuantizer {
         // GPTQ's objective; NaN for round-to-nearest, whose losses are NaN
         double loss = sum(codes.losses());
         BlockStats stats = new BlockStats(m.name(), block.r0(), block.r1(), loss, hessianError, rtnError, seconds,
-                OpenBlas.kernel());
+                OpenBlas.kernel(), ProcessMemory.executorId(), ProcessMemory.peakRssBytes());
         work.writeOnce(block.stagedPath(), Staged.object(new StagedBlock<>(codes, stats)));
         return stats;
     }

@@ -19,12 +19,14 @@ import org.sparkquant.model.ModelInventory;
 
 /**
  * A Hugging Face GPTQ checkpoint directory: integer codes in groups with scales and zeros per block, assembled into
- * safetensors shards on the driver one module at a time ({@link GptqCheckpointWriter}), then the report, the
- * manifest and last {@code _SUCCESS}. The work directory is {@code OUTPUT/_work}.
+ * safetensors shards on the driver one module at a time ({@link GptqCheckpointWriter}), then the report (JSON and
+ * HTML, both listed in the manifest), the manifest and last {@code _SUCCESS}. The work directory is
+ * {@code OUTPUT/_work}.
  */
 final class CheckpointTarget implements OutputTarget {
     private static final long serialVersionUID = 1L;
     static final String REPORT = "quantization_report.json";
+    static final String REPORT_HTML = "quantization_report.html";
     static final String LEASE = "_lease.json";
 
     private final QuantizeJob job;
@@ -112,7 +114,7 @@ final class CheckpointTarget implements OutputTarget {
                     module -> assemble(run, store, module));
         }
         progress.step(-1, "report and manifest");
-        report.write(writing, Storage.resolve(out, REPORT), progress.phases());
+        report.write(writing, Storage.resolve(out, REPORT), Storage.resolve(out, REPORT_HTML), progress);
         OutputManifest.write(storage, out, "sparkquant " + GptqCheckpointWriter.version(), checksums);
         return written.shards();
     }

@@ -44,11 +44,12 @@ import org.sparkquant.model.ModelInventory;
  *
  * <p>The file is written under a temporary name and renamed into place last: a GGUF file at the output URI is always
  * complete. Beside it go {@code NAME.sha256} ({@code sha256sum} format, checked by {@code sparkquant verify}) and
- * {@code NAME.report.json}; the work directory is {@code NAME._work}.
+ * {@code NAME.report.json} and {@code NAME.report.html}; the work directory is {@code NAME._work}.
  */
 final class GgufTarget implements OutputTarget {
     private static final long serialVersionUID = 1L;
     static final String REPORT_SUFFIX = ".report.json";
+    static final String REPORT_HTML_SUFFIX = ".report.html";
 
     private final QuantizeJob job;
     /** The planned ggml type of every module the executors quantize (shipped to them with the target). */
@@ -141,7 +142,8 @@ final class GgufTarget implements OutputTarget {
             write(storage, inventory,
                     b -> Staged.<StagedBlock<GgmlQuantizedRows>>readObject(storage, run.work().path(b.stagedPath()))
                             .rows(),
-                    () -> report.write(storage, job.output() + REPORT_SUFFIX, progress.phases()));
+                    () -> report.write(storage, job.output() + REPORT_SUFFIX, job.output() + REPORT_HTML_SUFFIX,
+                            progress));
         } finally {
             close();
         }

@@ -1,7 +1,9 @@
 package org.sparkquant.spark;
 
 import java.io.PrintWriter;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
@@ -22,6 +24,8 @@ public final class Progress {
     private int layersDone;
     private long layersDoneNanos;
     private final Map<String, Double> phases = new LinkedHashMap<>();
+    /** Messages that began with "warning: ", for the report. */
+    private final List<String> warnings = new ArrayList<>();
     private String phase;
     private long phaseStart;
 
@@ -79,8 +83,16 @@ public final class Progress {
     }
 
     public void message(String text) {
+        if (text.startsWith("warning: ")) {
+            warnings.add(text.substring("warning: ".length()));
+        }
         out.printf(Locale.ROOT, "[%s] %s%n", clock(elapsedSeconds()), text);
         out.flush();
+    }
+
+    /** The warnings of the run so far, in order ({@link #message} texts that began with "warning: "). */
+    public List<String> warnings() {
+        return List.copyOf(warnings);
     }
 
     public double elapsedSeconds() {

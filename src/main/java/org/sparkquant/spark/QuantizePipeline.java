@@ -36,6 +36,11 @@ import org.sparkquant.model.ModelInventory;
 public final class QuantizePipeline {
     /** The report of a GPTQ checkpoint output. */
     public static final String REPORT = CheckpointTarget.REPORT;
+    /** The HTML page of that report, rendered from it ({@code org.sparkquant.report.ReportHtml}). */
+    public static final String REPORT_HTML = CheckpointTarget.REPORT_HTML;
+    /** A GGUF output's report and its page: {@code NAME.gguf} + these suffixes. */
+    public static final String GGUF_REPORT_SUFFIX = GgufTarget.REPORT_SUFFIX;
+    public static final String GGUF_REPORT_HTML_SUFFIX = GgufTarget.REPORT_HTML_SUFFIX;
 
     private QuantizePipeline() {}
 
@@ -94,7 +99,8 @@ public final class QuantizePipeline {
                 LayerHessians.loadStaged(run, inventory.layers(), inputs);
             }
             progress.step(-1, "report");
-            QuantizeReport report = QuantizeReport.of(job, target, inventory, names, stats.values(), inputs);
+            QuantizeReport report = QuantizeReport.of(job, target, inventory, names, stats.values(), inputs)
+                    .withTopology(QuantizeReport.topology(jsc));
             if (report.blasKernels().size() > 1) {
                 progress.message("warning: executors ran different OpenBLAS kernels " + report.blasKernels()
                         + ", so the output is not byte-identical to a uniform cluster's; set "

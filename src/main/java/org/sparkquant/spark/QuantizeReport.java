@@ -13,15 +13,22 @@ import java.util.TreeSet;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.format.gptq.GptqCheckpointWriter;
 import org.sparkquant.io.Storage;
 import org.sparkquant.model.LinearModule;
+import org.sparkquant.model.MemoryPlan;
 import org.sparkquant.model.ModelInventory;
+import org.sparkquant.report.ReportHtml;
 
 /**
  * {@code quantization_report.json}: the run's settings, time by phase, and per module how it is stored, the damping
- * GPTQ used, its loss and Hessian-weighted error against round-to-nearest's. Built from the statistics the quantize
- * step returns ({@link BlockStats}, summed per module), never by reading staged blocks back.
+ * GPTQ used, its loss and Hessian-weighted error against round-to-nearest's; the memory plan against the peak
+ * resident memory of the executors and the driver, the Spark topology and the run's warnings. Built from the
+ * statistics the quantize step returns ({@link BlockStats}, summed per module), never by reading staged blocks back.
+ * The HTML report beside it is rendered from the JSON text alone ({@link ReportHtml}), so that {@code sparkquant
+ * report} renders the same page from a finished run.
  */
 public final class QuantizeReport {
     /** One row of the report; {@code ggmlType} is the block type of a GGUF output (else null). */
@@ -32,12 +39,55 @@ public final class QuantizeReport {
     private final OutputTarget target;
     private final List<ModuleReport> modules;
     private final Set<String> blasKernels;
+    private final MemoryPlan plan;
+    /** Per executor id, the largest peak resident memory its blocks saw (-1: not measured). */
+    private final Map<String, Long> executorPeaks;
+    private final List<String> warnings;
+    private final Topology topology;
 
-    private QuantizeReport(QuantizeJob job, OutputTarget target, List<ModuleReport> modules, Set<String> blasKernels) {
+    /**
+     * Where the run ran: Spark's master, version, executors and their settings, and the driver's peak resident
+     * memory when the report was made.
+     */
+    public record Topology(String master, String sparkVersion, int executors, int defaultParallelism,
+            Map<String, String> settings, long driverPeakRssBytes) {}
+
+    /** The Spark settings the report shows: sizes and counts only (never a value that may hold a secret). */
+    private static final List<String> TOPOLOGY_KEYS = List.of("spark.executor.instances", "spark.executor.cores",
+            "spark.executor.memory", "spark.executor.memoryOverhead", "spark.driver.memory",
+            "spark.dynamicAllocation.enabled", "spark.task.cpus", "spark.executorEnv.OPENBLAS_CORETYPE");
+
+    private QuantizeReport(QuantizeJob job, OutputTarget target, List<ModuleReport> modules, Set<String> blasKernels,
+            MemoryPlan plan, Map<String, Long> executorPeaks, List<String> warnings, Topology topology) {
         this.job = job;
         this.target = target;
         this.modules = modules;
         this.blasKernels = blasKernels;
+        this.plan = plan;
+        this.executorPeaks = executorPeaks;
+        this.warnings = warnings;
+        this.topology = topology;
+    }
+
+    /** This report with the cluster it ran on. */
+    QuantizeReport withTopology(Topology t) {
+        return new QuantizeReport(job, target, modules, blasKernels, plan, executorPeaks, warnings, t);
+    }
+
+    /** The topology of a running Spark application (on the driver). */
+    static Topology topology(JavaSparkContext jsc) {
+        String master = jsc.master();
+        // block managers: the executors' and the driver's (in local mode the driver's only)
+        int executors = master.startsWith("local") && !master.startsWith("local-cluster") ? 0
+                : Math.max(0, jsc.sc().getExecutorMemoryStatus().size() - 1);
+        Map<String, String> settings = new java.util.LinkedHashMap<>();
+        for (String key : TOPOLOGY_KEYS) {
+            if (jsc.getConf().contains(key)) {
+                settings.put(key, jsc.getConf().get(key));
+            }
+        }
+        return new Topology(master, jsc.version(), executors, jsc.defaultParallelism(), settings,
+                ProcessMemory.peakRssBytes());
     }
 
     static QuantizeReport of(QuantizeJob job, OutputTarget target, ModelInventory inventory, Set<String> quantized,
@@ -75,8 +125,46 @@ public final class QuantizeReport {
         }
         out.sort(Comparator.comparingInt(ModuleReport::layer));
         Set<String> kernels = new TreeSet<>();
-        blocks.forEach(b -> kernels.add(b.blasKernel()));
-        return new QuantizeReport(job, target, List.copyOf(out), Collections.unmodifiableSet(kernels));
+        Map<String, Long> peaks = new java.util.TreeMap<>();
+        for (BlockStats b : blocks) {
+            kernels.add(b.blasKernel());
+            peaks.merge(b.executor() == null ? "unknown" : b.executor(), b.peakRssBytes(), Math::max);
+        }
+        MemoryPlan plan = MemoryPlan.of(inventory, job.samples(), job.seqLen(), job.samplesPerPartition());
+        return new QuantizeReport(job, target, List.copyOf(out), Collections.unmodifiableSet(kernels), plan,
+                Collections.unmodifiableMap(peaks), inputWarnings(job, inventory, quantized, inputs), null);
+    }
+
+    /** Damping that had to be raised and inputs with dead columns, one line per layer input. */
+    private static List<String> inputWarnings(QuantizeJob job, ModelInventory inventory, Set<String> quantized,
+            Map<String, InputSummary> inputs) {
+        List<String> out = new ArrayList<>();
+        for (List<LinearModule> layer : inventory.layers()) {
+            Map<LinearModule.Input, List<String>> byInput = new java.util.EnumMap<>(LinearModule.Input.class);
+            for (LinearModule m : layer) {
+                if (quantized.contains(m.name())) {
+                    byInput.computeIfAbsent(m.input(), k -> new ArrayList<>()).add(m.name());
+                }
+            }
+            for (Map.Entry<LinearModule.Input, List<String>> e : byInput.entrySet()) {
+                int index = layer.get(0).layer();
+                InputSummary in = inputs.get(index + "/" + e.getKey());
+                if (in == null) {
+                    continue;
+                }
+                String where = "layer " + index + " " + e.getKey().label();
+                if (job.method() == QuantizeJob.Method.GPTQ && in.dampPercentUsed() > job.quant().dampPercent()) {
+                    out.add(String.format(Locale.ROOT, "%s: dampening raised from %s to %s (the Hessian was not "
+                            + "positive definite with less)", where, job.quant().dampPercent(),
+                            Math.round(in.dampPercentUsed() * 1e6) / 1e6));
+                }
+                if (in.deadColumns() > 0) {
+                    out.add(where + ": " + in.deadColumns() + " of " + in.columns() + " input columns were zero on "
+                            + "every calibration token (dead columns)");
+                }
+            }
+        }
+        return out;
     }
 
     public List<ModuleReport> modules() {
@@ -88,23 +176,69 @@ public final class QuantizeReport {
         return blasKernels;
     }
 
-    void write(Storage storage, String uri, Map<String, Double> phases) {
+    /**
+     * Writes the JSON report to {@code uri} and the HTML page rendered from that JSON text to {@code htmlUri}, with
+     * the run's time by phase and warnings from {@code progress}.
+     */
+    void write(Storage storage, String uri, String htmlUri, Progress progress) {
         ObjectMapper mapper = new ObjectMapper();
         ObjectNode root = mapper.createObjectNode();
         root.put("format", "sparkquant-report-v1");
+        root.put("producer", "sparkquant " + GptqCheckpointWriter.version());
         root.put("method", job.method().name().toLowerCase(Locale.ROOT));
         target.describe(root);
+        root.put("model", job.model());
+        root.put("output", job.output());
+        root.put("calibration", job.calibration());
         root.set("settings", mapper.valueToTree(job.quant()));
+        root.put("true_sequential", job.trueSequential());
         root.put("samples", job.samples());
         root.put("seq_len", job.seqLen());
+        root.put("seed", job.seed());
+        root.put("samples_per_partition", job.samplesPerPartition());
         var kernels = root.putArray("blas_kernels");
         blasKernels.forEach(kernels::add);
         ObjectNode time = root.putObject("seconds_by_phase");
-        phases.forEach((k, v) -> time.put(k, Math.round(v * 1000) / 1000.0));
+        progress.phases().forEach((k, v) -> time.put(k, Math.round(v * 1000) / 1000.0));
+        if (topology != null) {
+            ObjectNode spark = root.putObject("spark");
+            spark.put("master", topology.master());
+            spark.put("version", topology.sparkVersion());
+            spark.put("executors", topology.executors());
+            spark.put("default_parallelism", topology.defaultParallelism());
+            topology.settings().forEach(spark.putObject("settings")::put);
+            var used = spark.putArray("executors_used");
+            executorPeaks.keySet().forEach(used::add);
+        }
+        ObjectNode memory = root.putObject("memory");
+        ObjectNode planned = memory.putObject("plan");
+        planned.put("executor_bytes", plan.executorBytes());
+        planned.put("driver_bytes", plan.driverBytes());
+        planned.put("largest_layer_fp32_bytes", plan.largestLayerFp32Bytes());
+        planned.put("hidden_state_bytes_per_sample", plan.hiddenStateBytesPerSample());
+        planned.put("activation_bytes_per_sample", plan.activationBytesPerSample());
+        planned.put("partitions", plan.partitions());
+        planned.put("samples_per_partition", plan.samplesPerPartition());
+        ObjectNode hessians = planned.putObject("hessian_bytes");
+        plan.hessianBytes().forEach((k, v) -> hessians.put(k.label(), v));
+        ObjectNode used = memory.putObject("used");
+        ObjectNode peaks = used.putObject("executor_peak_rss_bytes");
+        executorPeaks.forEach((k, v) -> {
+            if (v > 0) { // -1: not measured; 0: statistics of an earlier version, resumed
+                peaks.put(k, v);
+            }
+        });
+        if (topology != null && topology.driverPeakRssBytes() >= 0) {
+            used.put("driver_peak_rss_bytes", topology.driverPeakRssBytes());
+        }
+        var warningList = root.putArray("warnings");
+        progress.warnings().forEach(warningList::add);
+        warnings.forEach(warningList::add);
         var array = root.putArray("modules");
         for (ModuleReport r : modules) {
             ObjectNode n = array.addObject();
             n.put("name", r.name());
+            n.put("layer", r.layer());
             n.put("rows", r.rows());
             n.put("cols", r.cols());
             n.put("quantized", r.quantized());
@@ -122,11 +256,14 @@ public final class QuantizeReport {
                 n.put("seconds", Math.round(r.seconds() * 1000) / 1000.0);
             }
         }
+        String json;
         try {
-            storage.writeString(uri, mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root) + "\n");
+            json = mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root) + "\n";
         } catch (Exception e) {
             throw SparkQuantException.internal("cannot write the report: " + e.getMessage(), e);
         }
+        storage.writeString(uri, json);
+        storage.writeString(htmlUri, ReportHtml.render(ReportHtml.parse(json, uri)));
     }
 
     private static void putNumber(ObjectNode n, String key, double v) {

@@ -19,7 +19,7 @@ class CliTest {
 
     @Test
     void everyCommandHasHelp() {
-        for (String command : new String[] {"inspect", "quantize", "eval", "generate", "verify"}) {
+        for (String command : new String[] {"inspect", "quantize", "eval", "generate", "verify", "report"}) {
             CliRun run = CliRun.of(command, "--help");
             assertEquals(0, run.exitCode(), run.err());
             assertTrue(run.out().contains("Usage: sparkquant " + command), run.out());

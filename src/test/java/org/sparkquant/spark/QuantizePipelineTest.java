@@ -32,7 +32,7 @@ import org.sparkquant.testing.TestText;
 /** The distributed pipeline end to end on a generated model: determinism, retries, resume, output contract. */
 class QuantizePipelineTest {
     /** Files whose content legitimately differs between runs (timings). */
-    static final Set<String> TIMED = Set.of("quantization_report.json", "_SUCCESS");
+    static final Set<String> TIMED = Set.of("quantization_report.json", "quantization_report.html", "_SUCCESS");
 
     @TempDir
     static Path tmp;
