@@ -109,8 +109,17 @@ public final class Storage implements Serializable {
                     }
                     return new Path(parsed);
                 }
-            } catch (URISyntaxException ignored) {
-                // not a URI: a local path with characters URIs do not allow
+            } catch (URISyntaxException notEscaped) {
+                // "file:/tmp/a b/x" as Hadoop's Path prints it (resolve() returns such strings): a scheme, then
+                // characters a URI would escape; Hadoop's own parser takes it. Anything else is a local path.
+                if (uri.matches("[A-Za-z][A-Za-z0-9+.-]+:.*")) {
+                    Path hadoop = new Path(uri);
+                    if (hadoop.toUri().getRawUserInfo() != null) {
+                        throw SparkQuantException.badInput(redacted(hadoop.toUri()) + ": credentials in a URI are "
+                                + "refused (they would be logged); use the AWS credential chain or fs.s3a.* settings");
+                    }
+                    return hadoop;
+                }
             }
             return new Path(Paths.get(uri).toAbsolutePath().normalize().toUri());
         } catch (IllegalArgumentException e) {

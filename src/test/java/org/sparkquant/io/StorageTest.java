@@ -28,6 +28,9 @@ class StorageTest {
         assertTrue(Storage.path("relative/dir").isAbsolute());
         // characters a URI does not allow are fine in a local path
         assertEquals("file:" + dir.resolve("a b%c"), Storage.resolve(dir.toString(), "a b%c"));
+        // and a resolved name inside a directory with such characters names that file, not one under the cwd
+        String inner = Storage.resolve(Storage.resolve(dir.toString(), "out a<b>"), "config.json");
+        assertEquals(dir.resolve("out a<b>/config.json").toUri(), Storage.path(inner).toUri());
     }
 
     @Test
