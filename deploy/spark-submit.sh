@@ -10,6 +10,7 @@
 #   SPARKQUANT_JAR             the shaded jar, a path or a URI the cluster resolves (default:
 #                              target/sparkquant-*-spark.jar of this checkout)
 #   SPARKQUANT_SPARK_DEFAULTS, EXECUTOR_MEMORY, EXECUTOR_CORES, OPENBLAS_CORETYPE: see deploy/spark-settings.sh
+#   OMP_NUM_THREADS            OpenBLAS/ND4J threads of a client-mode driver (default 1, as in every executor)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${SPARK_HOME:?set SPARK_HOME to your Spark 4.x installation}"
@@ -38,6 +39,9 @@ done <<< "$settings"
 # A client-mode driver inherits this environment; cluster-mode drivers and executors get it through Spark.
 OPENBLAS_CORETYPE="$(sed -n 's/^spark\.executorEnv\.OPENBLAS_CORETYPE=//p' <<< "$settings")"
 export OPENBLAS_CORETYPE
+# One OpenBLAS/ND4J thread in the driver too: with a local master the driver computes, and its results' last bits
+# depend on the thread count (measured: 2 threads gave another model.safetensors than the executors' single thread).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 exec "$SPARK_HOME/bin/spark-submit" \
   --class org.sparkquant.cli.SparkQuant \
