@@ -22,9 +22,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
+# The comment above, without the "#": to stdout and exit 0 for --help, else to stderr and exit 2.
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  local code="${1:-2}"
+  sed -n '2,/^# Exit 0/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&$(( code == 0 ? 1 : 2 ))
+  exit "$code"
 }
 
 master="" scratch="" deploy_mode=client model="" calibration="" keep=false
@@ -37,7 +39,7 @@ while (( $# > 0 )); do
     --calibration) calibration="${2:?--calibration needs a value}"; shift 2 ;;
     --keep) keep=true; shift ;;
     --) shift; break ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "smoke-test-cluster: unknown option $1" >&2; usage ;;
   esac
 done
