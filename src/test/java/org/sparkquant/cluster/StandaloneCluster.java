@@ -60,6 +60,11 @@ public final class StandaloneCluster implements AutoCloseable {
      * waits until every worker has registered. {@code dir} holds the logs and the workers' work directories.
      */
     public static StandaloneCluster start(Path home, Path dir, int workers, int cores, String memory) {
+        try {
+            Files.createDirectories(dir.resolve("local"));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
         StandaloneCluster cluster = new StandaloneCluster(home, dir);
         try {
             for (int i = 0; i < workers; i++) {
@@ -137,10 +142,13 @@ public final class StandaloneCluster implements AutoCloseable {
                 .filter(s -> !s.isBlank()).map(Path::of).toList();
     }
 
-    /** The environment every Spark process of this cluster's tests runs with. */
+    /**
+     * The environment every Spark process of this cluster's tests runs with. Scratch space (executors' copies of the
+     * application jar, shuffle files) stays under the cluster's directory: a killed executor cleans nothing up.
+     */
     public Map<String, String> environment() {
         return Map.of("SPARK_HOME", home.toString(), "SPARK_LOCAL_IP", "127.0.0.1", "SPARK_SCALA_VERSION", "2.13",
-                "SPARK_DAEMON_MEMORY", "512m");
+                "SPARK_DAEMON_MEMORY", "512m", "SPARK_LOCAL_DIRS", dir.resolve("local").toString());
     }
 
     private Process daemon(String name, Map<String, String> env, String mainClass, String... args) {
