@@ -12,7 +12,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
@@ -28,13 +27,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 public final class StandaloneCluster implements AutoCloseable {
     private static final long START_TIMEOUT_MS = 120_000;
     private static final ObjectMapper JSON = new ObjectMapper();
-
-    /**
-     * Spark's own dependencies that Maven resolves to compile scope because sparkquant's dependencies bring them too,
-     * so that they are missing from the provided-scope classpath; a Spark distribution ships them in jars/.
-     */
-    private static final Set<String> SPARK_DEPENDENCIES_IN_COMPILE_SCOPE = Set.of("commons-lang3", "commons-codec",
-            "commons-compress", "commons-math3", "slf4j-api");
 
     private final Path home;
     private final Path dir;
@@ -88,24 +80,17 @@ public final class StandaloneCluster implements AutoCloseable {
     }
 
     /**
-     * A Spark home from the build's classpath files (pom.xml writes them): {@code jars/} links the provided-scope
-     * classpath (Spark and Hadoop, as a distribution holds them) plus {@link #SPARK_DEPENDENCIES_IN_COMPILE_SCOPE},
-     * and not sparkquant's own dependencies, which must come from the shaded jar; {@code bin/} has spark-class and
-     * spark-submit from src/test/spark-home; {@code conf/} a log4j2 configuration that keeps the daemons' logs short.
+     * A Spark home laid out from Maven Central's jars: {@code jars/} links what a Spark distribution holds (spark-core
+     * and spark-sql with their dependencies, resolved on their own by src/test/spark-home/pom.xml, so none of
+     * sparkquant's dependencies: those must come from the shaded jar); {@code bin/} has spark-class and spark-submit
+     * from src/test/spark-home; {@code conf/} a log4j2 configuration that keeps the logs short. {@code sparkVersion}
+     * is the build's (null: the helper pom's default).
      */
-    public static Path assembleHome(Path repository, Path home) throws IOException {
-        Path target = repository.resolve("target");
+    public static Path assembleHome(Path repository, Path home, String sparkVersion) throws IOException {
         Files.createDirectories(home.resolve("jars"));
         Files.createDirectories(home.resolve("bin"));
         Files.createDirectories(home.resolve("conf"));
-        List<Path> jars = new ArrayList<>(classpath(target.resolve("classpath-provided.txt")));
-        for (Path jar : classpath(target.resolve("classpath.txt"))) {
-            String name = jar.getFileName().toString();
-            if (SPARK_DEPENDENCIES_IN_COMPILE_SCOPE.stream().anyMatch(a -> name.matches("\\Q" + a + "\\E-\\d.*\\.jar"))) {
-                jars.add(jar);
-            }
-        }
-        for (Path jar : jars) {
+        for (Path jar : sparkDistribution(repository, home.resolve("classpath.txt"), sparkVersion)) {
             Path link = home.resolve("jars").resolve(jar.getFileName());
             if (!Files.exists(link, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
                 Files.createSymbolicLink(link, jar);
@@ -134,12 +119,34 @@ public final class StandaloneCluster implements AutoCloseable {
         return home;
     }
 
-    private static List<Path> classpath(Path file) throws IOException {
-        if (!Files.isRegularFile(file)) {
-            throw new IOException(file + " is missing: it is written by the Maven build (generate-resources)");
+    /** The jars of src/test/spark-home/pom.xml as Maven resolves them (from the build's local repository). */
+    private static List<Path> sparkDistribution(Path repository, Path classpathFile, String sparkVersion)
+            throws IOException {
+        List<String> command = new ArrayList<>(List.of("mvn", "-B", "-q", "-f",
+                repository.resolve("src/test/spark-home/pom.xml").toString(),
+                "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:build-classpath",
+                "-Dmdep.outputFile=" + classpathFile));
+        if (sparkVersion != null && !sparkVersion.isBlank()) {
+            command.add("-Dspark.version=" + sparkVersion);
         }
-        return Stream.of(Files.readString(file).strip().split(java.io.File.pathSeparator))
+        Path log = classpathFile.resolveSibling("maven.log");
+        try {
+            Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            if (!p.waitFor(10, TimeUnit.MINUTES) || p.exitValue() != 0) {
+                p.destroyForcibly();
+                throw new IOException("resolving the Spark distribution's jars failed (" + command + "):\n"
+                        + Files.readString(log));
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException(e);
+        }
+        List<Path> jars = Stream.of(Files.readString(classpathFile).strip().split(java.io.File.pathSeparator))
                 .filter(s -> !s.isBlank()).map(Path::of).toList();
+        if (jars.stream().noneMatch(j -> j.getFileName().toString().startsWith("spark-core_"))) {
+            throw new IOException("no spark-core among the resolved jars: " + jars);
+        }
+        return jars;
     }
 
     /**

@@ -70,17 +70,27 @@ class StandaloneClusterIT {
     static void setUp() throws IOException {
         S3.start(); // skips the class when python3 has no moto
         jar = shadedJar();
-        Path home = StandaloneCluster.assembleHome(TestPaths.repository(), tmp.resolve("spark-home"));
+        Path home = StandaloneCluster.assembleHome(TestPaths.repository(), tmp.resolve("spark-home"),
+                System.getProperty("sparkquant.spark.version"));
         Files.createDirectories(tmp.resolve("cluster"));
         cluster = StandaloneCluster.start(home, tmp.resolve("cluster"), 2, 2, "4g");
     }
 
     @AfterAll
-    static void tearDown() {
+    static void tearDown() throws IOException {
         if (cluster != null) {
             cluster.close();
         }
         S3.close();
+        // the Spark home's jars are links into the Maven repository: remove them before JUnit warns about each
+        Path jars = tmp.resolve("spark-home/jars");
+        if (Files.isDirectory(jars)) {
+            try (Stream<Path> links = Files.list(jars)) {
+                for (Path link : links.filter(Files::isSymbolicLink).toList()) {
+                    Files.delete(link);
+                }
+            }
+        }
     }
 
     /** The shaded jar failsafe names (pom.xml), or the one in target/. */
