@@ -51,7 +51,8 @@ class StandaloneClusterIT {
     private static final MotoS3 S3 = new MotoS3("sparkquant-cluster-it");
     private static final ObjectMapper JSON = new ObjectMapper();
     /** Files whose content holds timings. */
-    private static final Set<String> TIMED = Set.of("quantization_report.json", "_SUCCESS");
+    private static final Set<String> TIMED = Set.of("quantization_report.json", "quantization_report.html",
+            "_SUCCESS");
     /** The smoke test's scratch directory: its model, calibration and local[1] reference serve both tests. */
     private static final String SCRATCH = S3.uri("smoke");
     /** deploy/smoke-test-cluster.sh's quantize options, so that its local[1] run is the reference of both tests. */
