@@ -33,6 +33,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestMethodOrder;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparkquant.cli.CliRun;
+import org.sparkquant.deploy.AirflowSteps;
 import org.sparkquant.io.Storage;
 import org.sparkquant.testing.MotoS3;
 import org.sparkquant.testing.TestPaths;
@@ -301,5 +302,18 @@ class StandaloneClusterIT {
             }
         }
         return events;
+    }
+
+    /**
+     * The Airflow DAG's steps (deploy/airflow), built by its helper for this cluster's master and run exactly as
+     * built: a zombie attempt's lease refuses the retry, then quantize, verify and eval succeed, and the output
+     * equals an in-process run of the same job file.
+     */
+    @Test
+    @Order(3)
+    void airflowDagStepsRunOnTheCluster() throws Exception {
+        Path dir = Files.createDirectories(tmp.resolve("airflow"));
+        AirflowSteps.runOn(S3, dir, cluster.home().resolve("bin/spark-submit"), cluster.masterUrl(), jar,
+                environment());
     }
 }

@@ -118,8 +118,8 @@ class DeploySettingsTest {
             env.put("EXECUTOR_CORES", size[1]);
             String bash = MiniSparkHome.run(List.of("bash", REPO.resolve("deploy/spark-settings.sh").toString()), env,
                     tmp, 60).assertOk("spark-settings.sh").out();
-            List<String> py = new ArrayList<>(List.of(AirflowSubmitTest.python().toString(),
-                    AirflowSubmitTest.helper().toString(), "settings"));
+            List<String> py = new ArrayList<>(List.of(AirflowSteps.python().toString(),
+                    AirflowSteps.helper().toString(), "settings"));
             if (size[0] != null) {
                 py.addAll(List.of("--executor-memory", size[0], "--executor-cores", size[1]));
             }
@@ -141,8 +141,8 @@ class DeploySettingsTest {
         customEnv.put("OPENBLAS_CORETYPE", null);
         List<String> bash = lines(MiniSparkHome.run(List.of("bash", REPO.resolve("deploy/spark-settings.sh")
                 .toString()), customEnv, tmp, 60).assertOk("spark-settings.sh").out());
-        List<String> python = lines(MiniSparkHome.run(List.of(AirflowSubmitTest.python().toString(),
-                AirflowSubmitTest.helper().toString(), "settings", "--settings", custom.toString(),
+        List<String> python = lines(MiniSparkHome.run(List.of(AirflowSteps.python().toString(),
+                AirflowSteps.helper().toString(), "settings", "--settings", custom.toString(),
                 "--executor-memory", "12g", "--executor-cores", "3"), Map.of(), tmp, 60).assertOk("settings").out());
         assertEquals(bash, python, "bash and the Airflow helper on another settings file");
         assertTrue(bash.contains("spark.executor.extraJavaOptions=-XX:+UseG1GC -Dfoo=bar "

@@ -16,10 +16,6 @@ import java.util.Set;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import org.junit.jupiter.api.Tag;
-import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.extension.RegisterExtension;
-import org.junit.jupiter.api.io.TempDir;
 import org.sparkquant.cli.CliRun;
 import org.sparkquant.io.DType;
 import org.sparkquant.io.Storage;
@@ -33,22 +29,16 @@ import org.sparkquant.testing.TestText;
 
 /**
  * The Airflow DAG's three steps, as spark-submit command lines built by {@code deploy/airflow/sparkquant_airflow.py}
- * from a job file on S3 (moto on loopback), run exactly as built against a Spark made of the build's jars with
- * {@code --master local[1]}, the S3 credentials in the environment only. Airflow itself does not run here (not
- * installable on this machine): what its SparkSubmitHook would add is the connection's master and deploy mode, given
- * to the helper instead. A standalone cluster is not used yet. A zombie attempt is an in-process holder of the
- * output's lease.
+ * from a job file on S3 (moto on loopback), run exactly as built against a Spark cluster with the shaded jar, the S3
+ * credentials in the environment only (run by {@code StandaloneClusterIT} on a real standalone cluster). Airflow
+ * itself does not run here (not installable on this machine): what its SparkSubmitHook would add is the connection's
+ * master and deploy mode, given to the helper instead. A zombie attempt is an in-process holder of the output's lease.
  */
-@Tag("cluster")
-class AirflowSubmitTest {
-    private static final Set<String> TIMED = Set.of("quantization_report.json", "_SUCCESS");
+public final class AirflowSteps {
+    private static final Set<String> TIMED = Set.of("quantization_report.json", "quantization_report.html", "_SUCCESS");
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    @RegisterExtension
-    static final MotoS3 S3 = new MotoS3("sparkquant-deploy-test");
-
-    @TempDir
-    Path tmp;
+    private AirflowSteps() {}
 
     static Path python() {
         return TestPython.interpreter().orElse(Path.of("python3"));
@@ -58,11 +48,14 @@ class AirflowSubmitTest {
         return TestPaths.repository().resolve("deploy/airflow/sparkquant_airflow.py");
     }
 
-    @Test
-    void dagStepsRunAsSubmittedWithS3CredentialsFromTheEnvironment() throws Exception {
-        MiniSparkHome spark = MiniSparkHome.create(tmp);
-        Storage s3 = Storage.of(S3.settings());
-        String model = S3.uri("models/tiny");
+    /**
+     * Builds the DAG's commands for {@code master} with {@code sparkSubmit} and the shaded {@code jar}, and runs them
+     * in {@code environment} (the cluster's Spark home) with data on {@code moto}'s S3, under {@code tmp}.
+     */
+    public static void runOn(MotoS3 moto, Path tmp, Path sparkSubmit, String master, Path jar,
+            Map<String, String> environment) throws Exception {
+        Storage s3 = Storage.of(moto.settings());
+        String model = moto.uri("models/tiny");
         Path localModel = tmp.resolve("model");
         for (String dir : List.of(model, localModel.toString())) {
             SyntheticModel.write(dir.startsWith("s3a:") ? s3 : Storage.local(), dir, SyntheticModel.Preset.TINY, 2,
@@ -70,11 +63,11 @@ class AirflowSubmitTest {
         }
         String calibrationText = TestText.sentences(3, 60, "the", "model", "runs", "on", "spark", "and", "writes",
                 "files", "to", "storage");
-        String calibration = S3.uri("data/calib.txt");
+        String calibration = moto.uri("data/calib.txt");
         s3.writeString(calibration, calibrationText);
         Path localCalibration = tmp.resolve("calib.txt");
         Files.writeString(localCalibration, calibrationText);
-        String evalText = S3.uri("data/eval.txt");
+        String evalText = moto.uri("data/eval.txt");
         s3.writeString(evalText, TestText.sentences(4, 40, "a", "quantized", "layer", "keeps", "its", "output"));
         String jobText = """
                 method: gptq
@@ -84,36 +77,37 @@ class AirflowSubmitTest {
                 seq-len: 32
                 samples-per-partition: 2
                 """;
-        String job = S3.uri("jobs/tiny-gptq.yaml");
+        String job = moto.uri("jobs/tiny-gptq.yaml");
         s3.writeString(job, jobText);
         Path localJob = tmp.resolve("job.yaml");
         Files.writeString(localJob, jobText);
-        String output = S3.uri("out/tiny-gptq");
+        String output = moto.uri("out/tiny-gptq");
 
         // the S3 endpoint for sparkquant; the credentials only in the environment, as from a secret or a role
         List<String> helperArgs = new ArrayList<>(List.of(python().toString(), helper().toString(), "submit",
-                "--spark-submit", spark.sparkSubmit().toString(), "--master", "local[1]", "--deploy-mode", "client",
-                "--jar", spark.applicationJar().toString(), "--model", model, "--output", output, "--job", job,
+                "--spark-submit", sparkSubmit.toString(), "--master", master, "--deploy-mode", "client",
+                "--jar", jar.toString(), "--model", model, "--output", output, "--job", job,
                 "--calibration", calibration, "--eval-data", evalText, "--seq-len", "32", "--executors", "1",
-                "--executor-memory", "2g", "--driver-memory", "1g"));
-        S3.settings().forEach((k, v) -> {
+                "--executor-memory", "2g", "--executor-cores", "1", "--driver-memory", "1g"));
+        moto.settings().forEach((k, v) -> {
             if (!k.matches("fs\\.s3a\\.(access\\.key|secret\\.key|aws\\.credentials\\.provider)")) {
                 helperArgs.addAll(List.of("--conf", k + "=" + v));
             }
         });
         helperArgs.addAll(List.of("--conf", "fs.s3a.aws.credentials.provider="
                 + "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"));
-        Map<String, String> credentials = Map.of("AWS_ACCESS_KEY_ID", MotoS3.ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY", MotoS3.SECRET_KEY);
+        Map<String, String> credentials = new LinkedHashMap<>(environment);
+        credentials.put("AWS_ACCESS_KEY_ID", MotoS3.ACCESS_KEY);
+        credentials.put("AWS_SECRET_ACCESS_KEY", MotoS3.SECRET_KEY);
 
         long start = System.nanoTime();
-        MiniSparkHome.Result built = MiniSparkHome.run(helperArgs, Map.of(), tmp, 60)
+        MiniSparkHome.Result built = MiniSparkHome.run(helperArgs, environment, tmp, 60)
                 .assertOk("sparkquant_airflow.py submit");
         assertFalse(built.out().contains(MotoS3.SECRET_KEY));
         JsonNode steps = JSON.readTree(built.out());
         List<String> quantize = strings(steps.path("quantize").path("command"));
-        assertEquals(spark.sparkSubmit().toString(), quantize.get(0));
-        List<String> appArgs = quantize.subList(quantize.indexOf(spark.applicationJar().toString()) + 1,
+        assertEquals(sparkSubmit.toString(), quantize.get(0));
+        List<String> appArgs = quantize.subList(quantize.indexOf(jar.toString()) + 1,
                 quantize.size());
         assertEquals(List.of("quantize", "--model", model, "--output", output, "--config", job, "--calibration",
                 calibration, "--resume"), appArgs.subList(0, 10));
@@ -125,21 +119,21 @@ class AirflowSubmitTest {
         // writes nothing; Airflow retries later
         try (OutputLease zombie = OutputLease.acquire(s3, output + "/_lease.json", output, false,
                 Duration.ofSeconds(600))) {
-            MiniSparkHome.Result refused = run(steps.path("quantize"), credentials);
+            MiniSparkHome.Result refused = run(tmp, steps.path("quantize"), credentials);
             assertEquals(2, refused.exitCode(), refused.err());
             assertTrue(refused.err().contains(output + " is being written by run "), refused.err());
             assertFalse(s3.exists(output + "/_work"), "the refused attempt wrote nothing");
         }
         long t0 = System.nanoTime();
-        MiniSparkHome.Result q = run(steps.path("quantize"), credentials).assertOk("submitted quantize");
+        MiniSparkHome.Result q = run(tmp, steps.path("quantize"), credentials).assertOk("submitted quantize");
         long t1 = System.nanoTime();
         assertTrue(s3.exists(output + "/_SUCCESS"), "a finished output is what the DAG skips");
         assertFalse(s3.exists(output + "/_work"));
 
-        MiniSparkHome.Result verify = run(steps.path("verify"), credentials).assertOk("submitted verify");
+        MiniSparkHome.Result verify = run(tmp, steps.path("verify"), credentials).assertOk("submitted verify");
         assertTrue(verify.out().contains("verified " + output), verify.out());
         long t2 = System.nanoTime();
-        MiniSparkHome.Result eval = run(steps.path("eval"), credentials).assertOk("submitted eval");
+        MiniSparkHome.Result eval = run(tmp, steps.path("eval"), credentials).assertOk("submitted eval");
         long t3 = System.nanoTime();
         String last = eval.out().strip().substring(eval.out().strip().lastIndexOf('\n') + 1);
         assertTrue(last.startsWith("perplexity: "), eval.out());
@@ -165,7 +159,7 @@ class AirflowSubmitTest {
         }
     }
 
-    private MiniSparkHome.Result run(JsonNode step, Map<String, String> extraEnv) {
+    private static MiniSparkHome.Result run(Path tmp, JsonNode step, Map<String, String> extraEnv) {
         Map<String, String> env = new LinkedHashMap<>(extraEnv);
         step.path("env").fields().forEachRemaining(e -> env.put(e.getKey(), e.getValue().asText()));
         return MiniSparkHome.run(strings(step.path("command")), env, tmp, 300);
