@@ -78,6 +78,15 @@ public final class SparkQuant implements Runnable {
             err.flush();
             return failure != null ? failure.exitCode() : 1;
         });
+        // a usage error is one line too, naming the option, with picocli's suggestion and where help is
+        cli.setParameterExceptionHandler((e, arguments) -> {
+            err.println("sparkquant: error: " + usageLine(e));
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            err.flush();
+            return CommandLine.ExitCode.USAGE;
+        });
         String[] expanded;
         try {
             expanded = JobFile.expand(args);
@@ -87,6 +96,17 @@ public final class SparkQuant implements Runnable {
             return e.exitCode();
         }
         return cli.execute(expanded);
+    }
+
+    /** picocli's message on one line, its suggestions as "did you mean", and the command's --help. */
+    static String usageLine(CommandLine.ParameterException e) {
+        StringBuilder line = new StringBuilder(String.join("; ", e.getMessage().strip().lines().toList()));
+        if (e instanceof CommandLine.UnmatchedArgumentException u && !u.getSuggestions().isEmpty()) {
+            line.append("; did you mean ").append(String.join(" or ", u.getSuggestions())).append('?');
+        }
+        CommandLine command = e.getCommandLine();
+        return line.append(" (see ").append(command == null ? "sparkquant"
+                : command.getCommandSpec().qualifiedName()).append(" --help)").toString();
     }
 
     /** A SparkQuantException anywhere in the cause chain (Spark wraps executor failures). */
