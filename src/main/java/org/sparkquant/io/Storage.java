@@ -193,6 +193,9 @@ public final class Storage implements Serializable {
             return path.getFileSystem(configuration());
         } catch (IOException e) {
             throw failure("cannot access", path.toString(), e);
+        } catch (IllegalArgumentException e) {
+            // a URI the file system cannot serve, e.g. s3a:///key without a bucket
+            throw SparkQuantException.badInput("cannot access " + path + ": " + e.getMessage(), e);
         }
     }
 
