@@ -12,7 +12,9 @@ import org.apache.spark.sql.SparkSession;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.gptq.QuantConfig;
 import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.ModelConfig;
+import org.sparkquant.model.ModelInventory;
 import org.sparkquant.spark.Calibration;
 import org.sparkquant.spark.FaultHook;
 import org.sparkquant.spark.OutputLease;
@@ -193,6 +195,10 @@ public final class QuantizeCommand implements Callable<Integer> {
                     + ": a run never writes its inputs; choose another output location");
         }
         ModelConfig config = ModelConfig.load(storage, model);
+        // the tensor headers and shapes too, so that a damaged model is refused before the lease and Spark
+        try (TensorStore store = TensorStore.open(storage, model)) {
+            ModelInventory.of(config, store);
+        }
         if (calibrated) {
             checkCalibration(storage, config);
         }
