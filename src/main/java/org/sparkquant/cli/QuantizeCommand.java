@@ -157,6 +157,9 @@ public final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--overwrite", description = "Replace OUTPUT if it exists.")
     boolean overwrite;
 
+    /** A year: longer is no timeout at all (and the heartbeat's period in milliseconds would overflow). */
+    static final long MAX_LEASE_TIMEOUT = 365L * 24 * 3600;
+
     /** Where tests inject failures ({@link SparkQuant#execute(FaultHook, PrintWriter, PrintWriter, String...)}). */
     private final FaultHook faults;
 
@@ -170,8 +173,9 @@ public final class QuantizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (leaseTimeout <= 0) {
-            throw SparkQuantException.badInput("--lease-timeout must be positive, got " + leaseTimeout);
+        if (leaseTimeout <= 0 || leaseTimeout > MAX_LEASE_TIMEOUT) {
+            throw SparkQuantException.badInput("--lease-timeout must be between 1 and " + MAX_LEASE_TIMEOUT
+                    + " seconds (a year), got " + leaseTimeout);
         }
         boolean sym = symmetry == null || !symmetry.asym;
         QuantizeJob validated = QuantizeJob.builder(model, output)
