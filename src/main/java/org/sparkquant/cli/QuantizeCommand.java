@@ -187,6 +187,7 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .saveHessians(saveHessians).maxShardBytes(Sizes.parse(maxShardSize, "--max-shard-size"))
                 .unpackable(unpackable)
                 .build();
+        shape.checkDriverMemory();
         Storage storage = common.storage();
         // inputs are read-only: an output over the model or the calibration data would delete them
         if (storage.overlaps(output, model)) {
