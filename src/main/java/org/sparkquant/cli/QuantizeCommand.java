@@ -177,6 +177,9 @@ public final class QuantizeCommand implements Callable<Integer> {
             throw SparkQuantException.badInput("--lease-timeout must be between 1 and " + MAX_LEASE_TIMEOUT
                     + " seconds (a year), got " + leaseTimeout);
         }
+        // every enumerated option is checked, also when this run does not use it (a typo is never ignored)
+        org.sparkquant.format.gguf.LlamaFileType.parse(ggufType);
+        Calibration.parseFormat(calibrationFormat);
         boolean sym = symmetry == null || !symmetry.asym;
         QuantizeJob validated = QuantizeJob.builder(model, output)
                 .format(format).ggufType(ggufType).importance(importance).exportImatrix(exportImatrix).method(method)
