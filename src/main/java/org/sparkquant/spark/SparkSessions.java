@@ -8,6 +8,7 @@ import java.util.Set;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.sql.SparkSession;
+import org.sparkquant.SparkQuantException;
 import org.sparkquant.linalg.OpenBlas;
 
 /**
@@ -45,7 +46,26 @@ public final class SparkSessions {
                 conf.set("spark.hadoop." + k, v);
             }
         });
-        return SparkSession.builder().config(conf).getOrCreate();
+        try {
+            return SparkSession.builder().config(conf).getOrCreate();
+        } catch (IllegalArgumentException e) {
+            // a setting Spark cannot use, e.g. spark.driver.maxResultSize=lots: Spark's message names it
+            throw SparkQuantException.badInput("cannot start Spark: " + firstLine(e), e);
+        } catch (Exception e) {
+            String m = String.valueOf(e.getMessage());
+            if (e instanceof org.apache.spark.SparkException
+                    && (m.contains("Master URL") || m.contains("run locally with"))) {
+                throw SparkQuantException.badInput("cannot start Spark: spark.master: " + firstLine(e), e);
+            }
+            if (e instanceof RuntimeException r) {
+                throw r;
+            }
+            throw SparkQuantException.internal("cannot start Spark: " + firstLine(e), e);
+        }
+    }
+
+    private static String firstLine(Throwable e) {
+        return String.valueOf(e.getMessage()).lines().findFirst().orElse(e.getClass().getSimpleName());
     }
 
     /** Prefixes of Spark settings whose names are free-form or come from modules not loaded here. */
