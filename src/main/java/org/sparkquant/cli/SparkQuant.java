@@ -69,8 +69,13 @@ public final class SparkQuant implements Runnable {
             if (failure != null) {
                 err.println("sparkquant: " + (failure.kind() == SparkQuantException.Kind.INTERNAL
                         ? "internal error: " + failure.getMessage() + REPORT_HINT : "error: " + failure.getMessage()));
+            } else if (org.sparkquant.io.Storage.unreachable(e) != null) {
+                // a storage call outside Storage (a stream's close, Spark's own reads): the environment's failure
+                err.println("sparkquant: error: the storage did not answer: " + oneLine(
+                        org.sparkquant.io.Storage.unreachable(e)) + "; check fs.s3a.endpoint and the network");
+                failure = SparkQuantException.environment("storage");
             } else {
-                err.println("sparkquant: internal error: " + e + REPORT_HINT);
+                err.println("sparkquant: internal error: " + oneLine(e) + REPORT_HINT);
             }
             if (verbose) {
                 e.printStackTrace(err);
@@ -96,6 +101,10 @@ public final class SparkQuant implements Runnable {
             return e.exitCode();
         }
         return cli.execute(expanded);
+    }
+
+    private static String oneLine(Throwable e) {
+        return e.getClass().getName() + ": " + String.valueOf(e.getMessage()).lines().findFirst().orElse("");
     }
 
     /** picocli's message on one line, its suggestions as "did you mean", and the command's --help. */

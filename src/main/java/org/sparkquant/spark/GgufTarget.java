@@ -262,7 +262,7 @@ final class GgufTarget implements OutputTarget {
             size = exporter.layout().totalSize();
             done = true;
         } catch (IOException e) {
-            throw SparkQuantException.badInput("cannot write " + temp + ": " + e.getMessage(), e);
+            throw Storage.error("cannot write", temp, e);
         } finally {
             if (!done) {
                 storage.delete(temp);

@@ -9,6 +9,7 @@ import java.util.Set;
 import org.apache.spark.SparkConf;
 import org.apache.spark.sql.SparkSession;
 import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Storage;
 import org.sparkquant.linalg.OpenBlas;
 
 /**
@@ -39,6 +40,8 @@ public final class SparkSessions {
                 coretype == null || coretype.isBlank() ? OpenBlas.SAFE_CORETYPE : coretype);
         // Hidden states and Hessians are dense floats: compression costs CPU and saves little.
         conf.setIfMissing("spark.rdd.compress", "false");
+        // the same s3a retry bounds as the driver's own storage calls (the user's settings win)
+        Storage.S3A_DEFAULTS.forEach((k, v) -> conf.setIfMissing("spark.hadoop." + k, v));
         settings.forEach((k, v) -> {
             if (k.startsWith("spark.")) {
                 conf.set(k, v);

@@ -81,7 +81,7 @@ public final class WorkDir implements Serializable {
             writer.write(out);
         } catch (IOException e) {
             storage.delete(temp);
-            throw SparkQuantException.internal("cannot write " + temp + ": " + e.getMessage(), e);
+            throw Storage.error("cannot write", temp, e);
         } catch (RuntimeException e) {
             storage.delete(temp);
             throw e;
