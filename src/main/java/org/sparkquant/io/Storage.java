@@ -37,9 +37,9 @@ public final class Storage implements Serializable {
     /**
      * s3a's retry and timeout settings that sparkquant sets unless the user (or the cluster's core-site.xml) does:
      * Hadoop's defaults retry an unreachable endpoint for minutes without a word (SDK attempts times s3a's
-     * exponential retries); these give up within seconds on a closed port, and within about 30 s on an address
-     * that does not answer, so that a wrong endpoint or an outage surfaces as an error. Throttling (503 SlowDown)
-     * keeps s3a's own, longer retries.
+     * exponential retries); these give up within seconds on a closed port or a dead server, so that a wrong
+     * endpoint or an outage surfaces as an error (an address that drops packets still costs the establish timeout,
+     * s3a's minimum of 15 s, per attempt). Throttling (503 SlowDown) keeps s3a's own, longer retries.
      */
     public static final Map<String, String> S3A_DEFAULTS = Map.of(
             "fs.s3a.attempts.maximum", "2",
