@@ -135,7 +135,7 @@ class CrashPointTest {
     }
 
     @Test
-    void aCheckpointHaltedAtEveryStateChangeResumesToTheSameBytes() throws Exception {
+    void aCheckpointHaltedAtItsStateChangesResumesToTheSameBytes() throws Exception {
         Path straight = tmp.resolve("local/straight");
         Steps steps = straight(args(model.toString(), calib.toString(), straight.toString(), List.of()));
         long t0 = System.nanoTime();
