@@ -58,7 +58,8 @@ class CrashPointTest {
     static Path calib;
 
     /** Files whose content holds times: compared by name only. */
-    static final Set<String> TIMED = Set.of("quantization_report.json", "_SUCCESS", "m.gguf.report.json");
+    static final Set<String> TIMED = Set.of("quantization_report.json", "quantization_report.html", "_SUCCESS",
+            "m.gguf.report.json", "m.gguf.report.html");
 
     @BeforeAll
     static void setUp() throws Exception {
