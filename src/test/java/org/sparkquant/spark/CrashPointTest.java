@@ -47,7 +47,7 @@ import org.sparkquant.testing.TestText;
  */
 @org.junit.jupiter.api.Tag("cluster")
 class CrashPointTest {
-    static final int STRIDE = Integer.getInteger("sparkquant.crash.stride", 4);
+    static final int STRIDE = Integer.getInteger("sparkquant.crash.stride", 8);
 
     @RegisterExtension
     static final MotoS3 S3 = new MotoS3("sparkquant-crash-test");
@@ -172,7 +172,7 @@ class CrashPointTest {
     }
 
     @Test
-    void onS3TheRunRecordEveryFourthPointAndTheCommitResumeToTheSameBytes() throws Exception {
+    void onS3TheRunRecordEveryEighthPointAndTheCommitResumeToTheSameBytes() throws Exception {
         Storage s3 = Storage.of(S3.settings());
         String s3Model = S3.uri("inputs/model");
         SyntheticModel.write(s3, s3Model, SyntheticModel.Preset.TINY, 2, DType.BF16, 5, 1L << 30);
