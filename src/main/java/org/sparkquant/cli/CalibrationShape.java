@@ -24,4 +24,18 @@ public final class CalibrationShape {
                     + "least 2");
         }
     }
+
+    /**
+     * A run's driver draws and holds every calibration token (4 bytes each) before the executors take over: refuse
+     * a shape whose tokens alone would fill a quarter of the driver's heap, instead of running out of memory.
+     */
+    void checkDriverMemory() {
+        long tokens = (long) samples * seqLen;
+        long limit = Runtime.getRuntime().maxMemory() / 4 / Integer.BYTES;
+        if (tokens > limit) {
+            throw SparkQuantException.badInput(String.format(java.util.Locale.ROOT, "--samples %d x --seq-len %d is "
+                    + "%d tokens, more than the driver can hold (%d with this heap); lower them, or give the driver "
+                    + "more memory", samples, seqLen, tokens, limit));
+        }
+    }
 }

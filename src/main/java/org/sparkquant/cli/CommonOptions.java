@@ -89,7 +89,16 @@ public final class CommonOptions {
         return hadoop;
     }
 
+    /** The command's storage; a call that waits (s3a retrying an unreachable endpoint) says so on stderr. */
     public Storage storage() {
-        return Storage.of(hadoopSettings());
+        Storage storage = Storage.of(hadoopSettings());
+        if (command == null) {
+            return storage;
+        }
+        java.io.PrintWriter err = command.commandLine().getErr();
+        return storage.withNotices(line -> {
+            err.println("sparkquant: " + line);
+            err.flush();
+        });
     }
 }

@@ -12,7 +12,9 @@ import org.apache.spark.sql.SparkSession;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.gptq.QuantConfig;
 import org.sparkquant.io.Storage;
+import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.ModelConfig;
+import org.sparkquant.model.ModelInventory;
 import org.sparkquant.spark.Calibration;
 import org.sparkquant.spark.FaultHook;
 import org.sparkquant.spark.OutputLease;
@@ -155,6 +157,9 @@ public final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--overwrite", description = "Replace OUTPUT if it exists.")
     boolean overwrite;
 
+    /** A year: longer is no timeout at all (and the heartbeat's period in milliseconds would overflow). */
+    static final long MAX_LEASE_TIMEOUT = 365L * 24 * 3600;
+
     /** Where tests inject failures ({@link SparkQuant#execute(FaultHook, PrintWriter, PrintWriter, String...)}). */
     private final FaultHook faults;
 
@@ -168,9 +173,13 @@ public final class QuantizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (leaseTimeout <= 0) {
-            throw SparkQuantException.badInput("--lease-timeout must be positive, got " + leaseTimeout);
+        if (leaseTimeout <= 0 || leaseTimeout > MAX_LEASE_TIMEOUT) {
+            throw SparkQuantException.badInput("--lease-timeout must be between 1 and " + MAX_LEASE_TIMEOUT
+                    + " seconds (a year), got " + leaseTimeout);
         }
+        // every enumerated option is checked, also when this run does not use it (a typo is never ignored)
+        org.sparkquant.format.gguf.LlamaFileType.parse(ggufType);
+        Calibration.parseFormat(calibrationFormat);
         boolean sym = symmetry == null || !symmetry.asym;
         QuantizeJob validated = QuantizeJob.builder(model, output)
                 .format(format).ggufType(ggufType).importance(importance).exportImatrix(exportImatrix).method(method)
@@ -181,6 +190,7 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .saveHessians(saveHessians).maxShardBytes(Sizes.parse(maxShardSize, "--max-shard-size"))
                 .unpackable(unpackable)
                 .build();
+        shape.checkDriverMemory();
         Storage storage = common.storage();
         // inputs are read-only: an output over the model or the calibration data would delete them
         if (storage.overlaps(output, model)) {
@@ -193,6 +203,10 @@ public final class QuantizeCommand implements Callable<Integer> {
                     + ": a run never writes its inputs; choose another output location");
         }
         ModelConfig config = ModelConfig.load(storage, model);
+        // the tensor headers and shapes too, so that a damaged model is refused before the lease and Spark
+        try (TensorStore store = TensorStore.open(storage, model)) {
+            ModelInventory.of(config, store);
+        }
         if (calibrated) {
             checkCalibration(storage, config);
         }

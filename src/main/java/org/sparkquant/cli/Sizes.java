@@ -28,6 +28,9 @@ final class Sizes {
             case 'T' -> base * base * base * base;
             default -> 1;
         };
+        if (value * factor >= 0x1p62) {
+            throw SparkQuantException.badInput(option + ": size '" + text + "' is out of range");
+        }
         long bytes = (long) (value * factor);
         if (bytes <= 0) {
             throw SparkQuantException.badInput(option + ": size must be positive, got '" + text + "'");

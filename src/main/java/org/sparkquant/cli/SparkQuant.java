@@ -69,14 +69,28 @@ public final class SparkQuant implements Runnable {
             if (failure != null) {
                 err.println("sparkquant: " + (failure.kind() == SparkQuantException.Kind.INTERNAL
                         ? "internal error: " + failure.getMessage() + REPORT_HINT : "error: " + failure.getMessage()));
+            } else if (org.sparkquant.io.Storage.unreachable(e) != null) {
+                // a storage call outside Storage (a stream's close, Spark's own reads): the environment's failure
+                err.println("sparkquant: error: the storage did not answer: " + oneLine(
+                        org.sparkquant.io.Storage.unreachable(e)) + "; check fs.s3a.endpoint and the network");
+                failure = SparkQuantException.environment("storage");
             } else {
-                err.println("sparkquant: internal error: " + e + REPORT_HINT);
+                err.println("sparkquant: internal error: " + oneLine(e) + REPORT_HINT);
             }
             if (verbose) {
                 e.printStackTrace(err);
             }
             err.flush();
             return failure != null ? failure.exitCode() : 1;
+        });
+        // a usage error is one line too, naming the option, with picocli's suggestion and where help is
+        cli.setParameterExceptionHandler((e, arguments) -> {
+            err.println("sparkquant: error: " + usageLine(e));
+            if (verbose) {
+                e.printStackTrace(err);
+            }
+            err.flush();
+            return CommandLine.ExitCode.USAGE;
         });
         String[] expanded;
         try {
@@ -87,6 +101,21 @@ public final class SparkQuant implements Runnable {
             return e.exitCode();
         }
         return cli.execute(expanded);
+    }
+
+    private static String oneLine(Throwable e) {
+        return e.getClass().getName() + ": " + String.valueOf(e.getMessage()).lines().findFirst().orElse("");
+    }
+
+    /** picocli's message on one line, its suggestions as "did you mean", and the command's --help. */
+    static String usageLine(CommandLine.ParameterException e) {
+        StringBuilder line = new StringBuilder(String.join("; ", e.getMessage().strip().lines().toList()));
+        if (e instanceof CommandLine.UnmatchedArgumentException u && !u.getSuggestions().isEmpty()) {
+            line.append("; did you mean ").append(String.join(" or ", u.getSuggestions())).append('?');
+        }
+        CommandLine command = e.getCommandLine();
+        return line.append(" (see ").append(command == null ? "sparkquant"
+                : command.getCommandSpec().qualifiedName()).append(" --help)").toString();
     }
 
     /** A SparkQuantException anywhere in the cause chain (Spark wraps executor failures). */

@@ -222,7 +222,7 @@ public final class OutputManifest {
                 size += n;
             }
         } catch (IOException e) {
-            throw SparkQuantException.badInput("cannot read " + uri + ": " + e.getMessage());
+            throw Storage.error("cannot read", uri, e);
         }
         return new Entry(file, size, HexFormat.of().formatHex(sha.digest()));
     }

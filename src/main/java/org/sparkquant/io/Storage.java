@@ -34,18 +34,40 @@ public final class Storage implements Serializable {
     /** Small files read whole (configs, indexes, tokenizers) are bounded so that a wrong path cannot OOM us. */
     public static final long MAX_SMALL_FILE = 512L << 20;
 
+    /**
+     * s3a's retry and timeout settings that sparkquant sets unless the user (or the cluster's core-site.xml) does:
+     * Hadoop's defaults retry an unreachable endpoint for minutes without a word (SDK attempts times s3a's
+     * exponential retries); these give up within seconds on a closed port or a dead server, so that a wrong
+     * endpoint or an outage surfaces as an error (an address that drops packets still costs the establish timeout,
+     * s3a's minimum of 15 s, per attempt). Throttling (503 SlowDown) keeps s3a's own, longer retries.
+     */
+    public static final Map<String, String> S3A_DEFAULTS = Map.of(
+            "fs.s3a.attempts.maximum", "2",
+            "fs.s3a.retry.limit", "3",
+            "fs.s3a.retry.interval", "500ms",
+            "fs.s3a.connection.establish.timeout", "15s",
+            "fs.s3a.connection.timeout", "60s");
+
+    /** After this long, a call that has not returned is reported to {@link #notices} (and again as often). */
+    static final long SLOW_CALL_MS = 5000;
+
     private final Map<String, String> settings;
     private transient Configuration configuration;
     /** Where files created through this view report their checksums, or null (see {@link #recording}). */
     private final transient OutputManifest.Checksums checksums;
+    /** Where the CLI shows that a call is still waiting (null: nowhere, e.g. on executors). */
+    private final transient java.util.function.Consumer<String> notices;
+    private transient java.util.concurrent.ScheduledExecutorService watchdog;
 
     private Storage(Map<String, String> settings) {
-        this(settings, null);
+        this(settings, null, null);
     }
 
-    private Storage(Map<String, String> settings, OutputManifest.Checksums checksums) {
+    private Storage(Map<String, String> settings, OutputManifest.Checksums checksums,
+            java.util.function.Consumer<String> notices) {
         this.settings = Collections.unmodifiableMap(new TreeMap<>(settings));
         this.checksums = checksums;
+        this.notices = notices;
     }
 
     /**
@@ -53,9 +75,17 @@ public final class Storage implements Serializable {
      * manifest of an output then needs no second read of its files.
      */
     public Storage recording(OutputManifest.Checksums checksums) {
-        Storage view = new Storage(settings, checksums);
+        Storage view = new Storage(settings, checksums, notices);
         view.configuration = configuration;
         return view;
+    }
+
+    /**
+     * This storage, reporting every call that takes longer than {@value #SLOW_CALL_MS} ms to {@code notices} (one
+     * line naming the operation and the URI, repeated while it waits): the progress a user sees while s3a retries.
+     */
+    public Storage withNotices(java.util.function.Consumer<String> notices) {
+        return new Storage(settings, checksums, notices);
     }
 
     /** Storage with Hadoop settings such as {@code fs.s3a.endpoint} on top of Hadoop's defaults. */
@@ -87,6 +117,12 @@ public final class Storage implements Serializable {
             // ignores the configuration).
             conf.set("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem");
             conf.setBoolean("fs.file.impl.disable.cache", true);
+            S3A_DEFAULTS.forEach((k, v) -> {
+                String[] sources = conf.getPropertySources(k);
+                if (sources == null || java.util.Arrays.stream(sources).allMatch("core-default.xml"::equals)) {
+                    conf.set(k, v, "sparkquant");
+                }
+            });
             settings.forEach(conf::set);
             configuration = conf;
         }
@@ -189,16 +225,26 @@ public final class Storage implements Serializable {
     }
 
     public FileSystem fileSystem(Path path) {
+        if ("s3a".equals(path.toUri().getScheme())) {
+            checkEndpoint(path.toUri().getHost());
+        }
         try {
             return path.getFileSystem(configuration());
         } catch (IOException e) {
             throw failure("cannot access", path.toString(), e);
+        } catch (IllegalArgumentException e) {
+            if ("s3a".equals(path.toUri().getScheme()) && mentionsEndpoint(e)) {
+                throw SparkQuantException.badInput("fs.s3a.endpoint: not a valid endpoint URL for " + path + " ("
+                        + firstLine(e) + ")", e);
+            }
+            // a URI the file system cannot serve, e.g. s3a:///key without a bucket
+            throw SparkQuantException.badInput("cannot access " + path + ": " + e.getMessage(), e);
         }
     }
 
     public boolean exists(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("check", uri)) {
             return fileSystem(p).exists(p);
         } catch (IOException e) {
             throw failure("cannot access", uri, e);
@@ -207,7 +253,7 @@ public final class Storage implements Serializable {
 
     public boolean isDirectory(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("check", uri)) {
             return fileSystem(p).getFileStatus(p).isDirectory();
         } catch (FileNotFoundException e) {
             return false;
@@ -218,7 +264,7 @@ public final class Storage implements Serializable {
 
     public long length(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("check", uri)) {
             return fileSystem(p).getFileStatus(p).getLen();
         } catch (FileNotFoundException e) {
             throw SparkQuantException.badInput(uri + ": no such file");
@@ -230,7 +276,7 @@ public final class Storage implements Serializable {
     /** Names (not paths) of the direct children of a directory, sorted. */
     public List<String> list(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("list", uri)) {
             List<String> names = new ArrayList<>();
             for (FileStatus status : fileSystem(p).listStatus(p)) {
                 names.add(status.getPath().getName());
@@ -247,7 +293,7 @@ public final class Storage implements Serializable {
     /** Opens a file for positional reads. */
     public RandomAccessInput open(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("open", uri)) {
             FileSystem fs = fileSystem(p);
             long length = fs.getFileStatus(p).getLen();
             FSDataInputStream in = fs.open(p);
@@ -261,7 +307,7 @@ public final class Storage implements Serializable {
 
     public InputStream openStream(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("open", uri)) {
             return fileSystem(p).open(p);
         } catch (FileNotFoundException e) {
             throw SparkQuantException.badInput(uri + ": no such file");
@@ -297,7 +343,7 @@ public final class Storage implements Serializable {
     }
 
     public void writeString(String uri, String content) {
-        try (OutputStream out = create(uri)) {
+        try (Watch watch = watch("write", uri); OutputStream out = create(uri)) {
             out.write(content.getBytes(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw failure("cannot write", uri, e);
@@ -306,7 +352,7 @@ public final class Storage implements Serializable {
 
     public void mkdirs(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("create directory", uri)) {
             fileSystem(p).mkdirs(p);
         } catch (IOException e) {
             throw failure("cannot create directory", uri, e);
@@ -316,7 +362,7 @@ public final class Storage implements Serializable {
     /** Recursive delete; false when there was nothing. */
     public boolean delete(String uri) {
         Path p = path(uri);
-        try {
+        try (Watch watch = watch("delete", uri)) {
             return fileSystem(p).delete(p, true);
         } catch (IOException e) {
             throw failure("cannot delete", uri, e);
@@ -326,7 +372,7 @@ public final class Storage implements Serializable {
     public void rename(String from, String to) {
         Path src = path(from);
         Path dst = path(to);
-        try {
+        try (Watch watch = watch("rename to", to)) {
             if (!fileSystem(src).rename(src, dst)) {
                 throw SparkQuantException.internal("cannot rename " + from + " to " + to, null);
             }
@@ -344,7 +390,7 @@ public final class Storage implements Serializable {
     public boolean createExclusive(String uri, String content) {
         Path p = path(uri);
         byte[] bytes = content.getBytes(StandardCharsets.UTF_8);
-        try {
+        try (Watch watch = watch("create", uri)) {
             if ("file".equals(p.toUri().getScheme())) {
                 java.nio.file.Path local = Paths.get(p.toUri());
                 java.nio.file.Files.createDirectories(local.getParent());
@@ -433,10 +479,135 @@ public final class Storage implements Serializable {
         }
     }
 
+    /**
+     * A malformed {@code fs.s3a.endpoint} (or the bucket's own) is the user's error, named as such: s3a would report
+     * it as an unknown host or a URI error of the request, or retry it as an outage.
+     */
+    private void checkEndpoint(String bucket) {
+        Configuration conf = configuration();
+        String key = "fs.s3a.bucket." + bucket + ".endpoint";
+        if (bucket == null || conf.getTrimmed(key, "").isEmpty()) {
+            key = "fs.s3a.endpoint";
+        }
+        String value = conf.getTrimmed(key, "");
+        if (value.isEmpty()) {
+            return;
+        }
+        String problem = null;
+        try {
+            URI u = new URI(value.contains("://") ? value : "https://" + value);
+            if (!"http".equalsIgnoreCase(u.getScheme()) && !"https".equalsIgnoreCase(u.getScheme())) {
+                problem = "the scheme must be http or https";
+            } else if (u.getHost() == null || u.getHost().isEmpty()) {
+                problem = "no host name";
+            } else if (u.getPort() > 65535) {
+                problem = "port " + u.getPort() + " is out of range";
+            }
+        } catch (URISyntaxException e) {
+            problem = e.getReason() + " at index " + e.getIndex();
+        }
+        if (problem != null) {
+            // the value is shown unless it could hold credentials (user info)
+            throw SparkQuantException.badInput(key + (value.contains("@") ? "" : " '" + value + "'") + " is not a "
+                    + "valid endpoint URL (" + problem + "); e.g. http://127.0.0.1:9000 or "
+                    + "https://s3.eu-west-1.amazonaws.com");
+        }
+    }
+
+    /** A call in progress; closing it ends its notices. */
+    interface Watch extends AutoCloseable {
+        @Override
+        void close();
+    }
+
+    /** Reports a call that is still running after {@value #SLOW_CALL_MS} ms, and every 10 s after that. */
+    private Watch watch(String what, String uri) {
+        if (notices == null) {
+            return () -> { };
+        }
+        java.util.concurrent.ScheduledExecutorService w;
+        synchronized (this) {
+            if (watchdog == null) {
+                watchdog = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
+                    Thread t = new Thread(r, "sparkquant-storage-watch");
+                    t.setDaemon(true);
+                    return t;
+                });
+            }
+            w = watchdog;
+        }
+        long start = System.nanoTime();
+        java.util.concurrent.ScheduledFuture<?> f = w.scheduleAtFixedRate(() -> notices.accept("waiting for "
+                + what + " " + uri + " for " + (System.nanoTime() - start) / 1_000_000_000L + " s (the storage does "
+                + "not answer; s3a retries: fs.s3a.retry.limit, fs.s3a.attempts.maximum)"), SLOW_CALL_MS, 10_000,
+                java.util.concurrent.TimeUnit.MILLISECONDS);
+        return () -> f.cancel(false);
+    }
+
     private static SparkQuantException failure(String what, String uri, IOException e) {
+        return error(what, uri, e);
+    }
+
+    /**
+     * The error of a failed storage call, naming the operation and the URI: the environment's (exit 1) when the
+     * storage could not be reached or answered with a server error after the client's retries, else the user's
+     * (exit 2: a missing file, a denied access, a malformed object).
+     */
+    public static SparkQuantException error(String what, String uri, Throwable e) {
         // The message of an S3 error can be long; keep its first line, which names the cause.
-        String reason = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("");
-        return new SparkQuantException(SparkQuantException.Kind.BAD_INPUT, what + " " + uri + ": " + reason, e);
+        Throwable cause = unreachable(e);
+        if (cause != null) {
+            // the network's own words (ConnectException: Connection refused) say more than the client's wrappers
+            for (Throwable t = cause; t != null && t.getCause() != t; t = t.getCause()) {
+                if (t.getClass().getName().startsWith("java.net.")) {
+                    cause = t;
+                }
+            }
+            String reason = cause.getClass().getSimpleName() + ": " + firstLine(cause);
+            return new SparkQuantException(SparkQuantException.Kind.ENVIRONMENT, what + " " + uri + ": the storage "
+                    + "did not answer after s3a's retries (" + (reason.length() > 200 ? reason.substring(0, 200)
+                    + "..." : reason) + "); check fs.s3a.endpoint and the network, then continue with --resume", e);
+        }
+        return new SparkQuantException(SparkQuantException.Kind.BAD_INPUT, what + " " + uri + ": " + firstLine(e), e);
+    }
+
+    /** The cause that says the storage was unreachable or failed on its side, or null. */
+    public static Throwable unreachable(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String name = t.getClass().getName();
+            if (t instanceof java.net.ConnectException || t instanceof java.net.SocketTimeoutException
+                    || t instanceof java.net.NoRouteToHostException || t instanceof java.net.UnknownHostException
+                    || t instanceof java.net.SocketException || t instanceof org.apache.hadoop.net.ConnectTimeoutException
+                    || name.equals("org.apache.hadoop.fs.s3a.AWSApiCallTimeoutException")
+                    || name.equals("org.apache.hadoop.fs.s3a.AWSStatus500Exception")
+                    || name.equals("org.apache.hadoop.fs.s3a.AWSServiceThrottledException")
+                    || name.equals("org.apache.http.NoHttpResponseException")
+                    || name.equals("org.apache.http.conn.HttpHostConnectException")
+                    || name.equals("software.amazon.awssdk.core.exception.ApiCallTimeoutException")
+                    || name.equals("software.amazon.awssdk.core.exception.ApiCallAttemptTimeoutException")
+                    || String.valueOf(t.getMessage()).contains("Unable to execute HTTP request")) {
+                return t;
+            }
+            if (t.getCause() == t) {
+                break;
+            }
+        }
+        return null;
+    }
+
+    private static boolean mentionsEndpoint(Throwable e) {
+        for (Throwable t = e; t != null && t.getCause() != t; t = t.getCause()) {
+            String m = String.valueOf(t.getMessage()).toLowerCase(java.util.Locale.ROOT);
+            if (m.contains("endpoint") || t instanceof URISyntaxException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static String firstLine(Throwable e) {
+        return e.getMessage() == null ? e.getClass().getSimpleName()
+                : e.getMessage().lines().findFirst().orElse(e.getClass().getSimpleName());
     }
 
     private static final class HadoopInput implements RandomAccessInput {

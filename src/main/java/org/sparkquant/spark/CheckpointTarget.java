@@ -104,17 +104,20 @@ final class CheckpointTarget implements OutputTarget {
         Storage storage = run.storage();
         String out = job.output();
         progress.step(-1, "assemble checkpoint");
-        clearPartialOutput(storage, out);
+        clearPartialOutput(storage, run.work(), out);
         // every file is hashed as it is written, so the manifest reads nothing back
         OutputManifest.Checksums checksums = new OutputManifest.Checksums();
         Storage writing = storage.recording(checksums);
         GptqCheckpointWriter.Result written;
+        run.work().step(); // the shards, config and tokenizer files
         try (TensorStore store = TensorStore.open(storage, job.model())) {
             written = GptqCheckpointWriter.write(writing, store, inventory, out, writerOptions(),
                     module -> assemble(run, store, module));
         }
         progress.step(-1, "report and manifest");
+        run.work().step();
         report.write(writing, Storage.resolve(out, REPORT), Storage.resolve(out, REPORT_HTML), progress);
+        run.work().step(); // _SUCCESS: the commit
         OutputManifest.write(storage, out, "sparkquant " + GptqCheckpointWriter.version(), checksums);
         return written.shards();
     }
@@ -132,10 +135,12 @@ final class CheckpointTarget implements OutputTarget {
      * Removes what is in the output besides the work directory: an interrupted assembly, or the finished output that
      * --overwrite replaces. {@code _SUCCESS} goes first, so that no half-deleted output looks finished.
      */
-    private static void clearPartialOutput(Storage storage, String out) {
+    private static void clearPartialOutput(Storage storage, WorkDir work, String out) {
+        work.step();
         storage.delete(Storage.resolve(out, OutputManifest.FILE));
         for (String name : storage.list(out)) {
             if (!name.equals(WorkDir.NAME) && !name.equals(LEASE)) {
+                work.step();
                 storage.delete(Storage.resolve(out, name));
             }
         }

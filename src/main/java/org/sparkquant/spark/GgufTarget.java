@@ -139,7 +139,7 @@ final class GgufTarget implements OutputTarget {
         progress.step(-1, "write GGUF " + job.ggufType());
         try {
             // the report is written once the file's bytes exist, before the file is renamed into place
-            write(storage, inventory,
+            write(storage, run.work(), inventory,
                     b -> Staged.<StagedBlock<GgmlQuantizedRows>>readObject(storage, run.work().path(b.stagedPath()))
                             .rows(),
                     () -> report.write(storage, job.output() + REPORT_SUFFIX, job.output() + REPORT_HTML_SUFFIX,
@@ -240,12 +240,15 @@ final class GgufTarget implements OutputTarget {
     }
 
     /**
-     * Writes the GGUF file under a temporary name, then its {@code .sha256}, runs {@code beforeCommit}, and renames
-     * the file to {@code job.output()}; returns the file's size. Uses the plan made by {@link #plan}.
+     * Writes the GGUF file under a temporary name in the work directory (which the end of the run, or a resumed
+     * run's, removes with whatever a halted run left there), then its {@code .sha256}, runs {@code beforeCommit}, and
+     * renames the file to {@code job.output()}; returns the file's size. Uses the plan made by {@link #plan}. Each
+     * step is a state change of {@code work} ({@link WorkDir#step}).
      */
-    private long write(Storage storage, ModelInventory inventory, Blocks blocks, Runnable beforeCommit) {
+    private long write(Storage storage, WorkDir work, ModelInventory inventory, Blocks blocks, Runnable beforeCommit) {
         String out = job.output();
-        String temp = out + ".tmp-" + UUID.randomUUID();
+        String temp = work.path(new org.apache.hadoop.fs.Path(out).getName() + ".tmp-" + UUID.randomUUID());
+        work.step();
         MessageDigest sha;
         try {
             sha = MessageDigest.getInstance("SHA-256");
@@ -262,7 +265,7 @@ final class GgufTarget implements OutputTarget {
             size = exporter.layout().totalSize();
             done = true;
         } catch (IOException e) {
-            throw SparkQuantException.badInput("cannot write " + temp + ": " + e.getMessage(), e);
+            throw Storage.error("cannot write", temp, e);
         } finally {
             if (!done) {
                 storage.delete(temp);
@@ -273,9 +276,13 @@ final class GgufTarget implements OutputTarget {
             storage.delete(temp);
             throw SparkQuantException.internal(temp + " has " + written + " bytes, expected " + size, null);
         }
+        work.step();
         OutputManifest.writeFileChecksum(storage, out, sha.digest());
+        work.step();
         beforeCommit.run();
+        work.step();
         storage.delete(out);
+        work.step(); // the commit
         storage.rename(temp, out);
         return size;
     }

@@ -8,6 +8,8 @@ import java.util.Set;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.sql.SparkSession;
+import org.sparkquant.SparkQuantException;
+import org.sparkquant.io.Storage;
 import org.sparkquant.linalg.OpenBlas;
 
 /**
@@ -38,6 +40,8 @@ public final class SparkSessions {
                 coretype == null || coretype.isBlank() ? OpenBlas.SAFE_CORETYPE : coretype);
         // Hidden states and Hessians are dense floats: compression costs CPU and saves little.
         conf.setIfMissing("spark.rdd.compress", "false");
+        // the same s3a retry bounds as the driver's own storage calls (the user's settings win)
+        Storage.S3A_DEFAULTS.forEach((k, v) -> conf.setIfMissing("spark.hadoop." + k, v));
         settings.forEach((k, v) -> {
             if (k.startsWith("spark.")) {
                 conf.set(k, v);
@@ -45,7 +49,26 @@ public final class SparkSessions {
                 conf.set("spark.hadoop." + k, v);
             }
         });
-        return SparkSession.builder().config(conf).getOrCreate();
+        try {
+            return SparkSession.builder().config(conf).getOrCreate();
+        } catch (IllegalArgumentException e) {
+            // a setting Spark cannot use, e.g. spark.driver.maxResultSize=lots: Spark's message names it
+            throw SparkQuantException.badInput("cannot start Spark: " + firstLine(e), e);
+        } catch (Exception e) {
+            String m = String.valueOf(e.getMessage());
+            if (e instanceof org.apache.spark.SparkException
+                    && (m.contains("Master URL") || m.contains("run locally with"))) {
+                throw SparkQuantException.badInput("cannot start Spark: spark.master: " + firstLine(e), e);
+            }
+            if (e instanceof RuntimeException r) {
+                throw r;
+            }
+            throw SparkQuantException.internal("cannot start Spark: " + firstLine(e), e);
+        }
+    }
+
+    private static String firstLine(Throwable e) {
+        return String.valueOf(e.getMessage()).lines().findFirst().orElse(e.getClass().getSimpleName());
     }
 
     /** Prefixes of Spark settings whose names are free-form or come from modules not loaded here. */

@@ -39,6 +39,9 @@ final class Staged {
         try (InputStream in = storage.openStream(uri); ObjectInputStream ois = new ObjectInputStream(in)) {
             return (T) ois.readObject();
         } catch (IOException | ClassNotFoundException e) {
+            if (e instanceof IOException io && Storage.unreachable(io) != null) {
+                throw Storage.error("cannot read staged", uri, io);
+            }
             throw SparkQuantException.internal("cannot read staged " + uri + ": " + e.getMessage(), e);
         }
     }
@@ -97,7 +100,7 @@ final class Staged {
             in.transferTo(out);
             return out.toByteArray();
         } catch (IOException e) {
-            throw SparkQuantException.badInput("cannot read " + uri + ": " + e.getMessage());
+            throw Storage.error("cannot read", uri, e);
         }
     }
 

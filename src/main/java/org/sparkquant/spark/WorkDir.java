@@ -52,7 +52,11 @@ public final class WorkDir implements Serializable {
         this.steps = new AtomicInteger();
     }
 
-    private void step() {
+    /**
+     * Marks the driver's next state change ({@link FaultHook.Point#WORK_STATE}); the output targets call it before
+     * each step of their commit too, so that a test can halt a run at every one of them.
+     */
+    void step() {
         if (faults != null) {
             faults.at(FaultHook.Point.WORK_STATE, steps.getAndIncrement(), 0);
         }
@@ -81,7 +85,7 @@ public final class WorkDir implements Serializable {
             writer.write(out);
         } catch (IOException e) {
             storage.delete(temp);
-            throw SparkQuantException.internal("cannot write " + temp + ": " + e.getMessage(), e);
+            throw Storage.error("cannot write", temp, e);
         } catch (RuntimeException e) {
             storage.delete(temp);
             throw e;

@@ -181,9 +181,10 @@ class SafeRunsTest {
     }
 
     /**
-     * The crash-point enumeration over the driver's state changes: the run is halted before each write, delete and
-     * rename of its run record, progress record and staged hidden states (and the final clean-up), in turn; every
-     * halted run resumes with --resume to the bytes of an uninterrupted run.
+     * The crash-point enumeration over the driver's state changes: the run is halted (by an exception) before each
+     * write, delete and rename of its run record, progress record and staged hidden states, each step of the commit
+     * and the final clean-up, in turn; every halted run resumes with --resume to the bytes of an uninterrupted run.
+     * {@link CrashPointTest} halts the JVM itself.
      */
     @Test
     void aRunHaltedAtAnyStateChangeResumesToTheSameBytes() throws Exception {

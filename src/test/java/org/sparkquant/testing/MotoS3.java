@@ -200,6 +200,24 @@ public final class MotoS3 implements BeforeAllCallback, BeforeEachCallback, Afte
         return s;
     }
 
+    /**
+     * Kills the server, as an outage would: the clients' file systems stay open and their next calls find nobody on
+     * the port.
+     */
+    public synchronized void kill() {
+        if (process != null) {
+            List<ProcessHandle> children = process.descendants().toList();
+            children.forEach(ProcessHandle::destroyForcibly);
+            process.destroyForcibly();
+            try {
+                process.waitFor(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            process = null;
+        }
+    }
+
     /** Stops the server and drops Hadoop's cached file systems of its buckets (they point at this port). */
     @Override
     public synchronized void close() {
