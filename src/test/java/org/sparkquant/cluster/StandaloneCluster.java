@@ -52,6 +52,15 @@ public final class StandaloneCluster implements AutoCloseable {
      * waits until every worker has registered. {@code dir} holds the logs and the workers' work directories.
      */
     public static StandaloneCluster start(Path home, Path dir, int workers, int cores, String memory) {
+        return start(home, dir, workers, cores, memory, Map.of());
+    }
+
+    /**
+     * {@link #start(Path, Path, int, int, String)} with {@code nodeEnv} in the workers' environment, which their
+     * executors inherit: what a real node provides, such as S3 credentials from its role.
+     */
+    public static StandaloneCluster start(Path home, Path dir, int workers, int cores, String memory,
+            Map<String, String> nodeEnv) {
         try {
             Files.createDirectories(dir.resolve("local"));
         } catch (IOException e) {
@@ -63,7 +72,7 @@ public final class StandaloneCluster implements AutoCloseable {
                 Path work = dir.resolve("worker-" + i);
                 Files.createDirectories(work);
                 cluster.workerDirs.add(work);
-                cluster.workers.add(cluster.daemon("worker-" + i, Map.of(), "org.apache.spark.deploy.worker.Worker",
+                cluster.workers.add(cluster.daemon("worker-" + i, nodeEnv, "org.apache.spark.deploy.worker.Worker",
                         cluster.masterUrl(), "--host", "127.0.0.1", "--port", Integer.toString(freePort()),
                         "--webui-port", Integer.toString(freePort()), "--cores", Integer.toString(cores),
                         "--memory", memory, "--work-dir", work.toString()));

@@ -75,7 +75,9 @@ class StandaloneClusterIT {
         Path home = StandaloneCluster.assembleHome(TestPaths.repository(), tmp.resolve("spark-home"),
                 System.getProperty("sparkquant.spark.version"));
         Files.createDirectories(tmp.resolve("cluster"));
-        cluster = StandaloneCluster.start(home, tmp.resolve("cluster"), 2, 2, "4g");
+        // the nodes hold S3 credentials (as from an instance role): executors of a run that passes none inherit them
+        cluster = StandaloneCluster.start(home, tmp.resolve("cluster"), 2, 2, "4g", Map.of(
+                "AWS_ACCESS_KEY_ID", MotoS3.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY", MotoS3.SECRET_KEY));
     }
 
     @AfterAll
