@@ -244,12 +244,17 @@ public final class GptqLoop {
             // W1 (transposed); in FP32 held as float (see the class comment)
             float[][] w1f = f32 ? new float[cnt][len] : null;
             double[][] w1 = f32 ? null : new double[cnt][len];
+            float[] rowf = f32 ? new float[cnt] : null;
             for (int k = 0; k < len; k++) {
-                double[] row = read(w, (long) (lead + s0 + k) * np + i1, cnt);
-                for (int i = 0; i < cnt; i++) {
-                    if (f32) {
-                        w1f[i][k] = (float) row[i];
-                    } else {
+                long at = (long) (lead + s0 + k) * np + i1;
+                if (f32) {
+                    ((FloatPointer) w).getPointer(at).get(rowf, 0, cnt);
+                    for (int i = 0; i < cnt; i++) {
+                        w1f[i][k] = rowf[i];
+                    }
+                } else {
+                    double[] row = read(w, at, cnt);
+                    for (int i = 0; i < cnt; i++) {
                         w1[i][k] = row[i];
                     }
                 }
