@@ -21,10 +21,22 @@ public interface ColumnQuantizer {
     boolean choosesFromCurrentWeights();
 
     /**
-     * The coder of row {@code row} (0-based within the call), given the row as read ({@code original}) and with the
-     * dead columns zeroed ({@code live}), both in the natural column order.
+     * The coder of row {@code row} (0-based within the call), given the row as read ({@code original}, in the
+     * natural column order) and the dead columns, which GPTQ zeroes ({@code dead}; see {@link GptqPreparation}).
      */
-    Row row(int row, double[] original, double[] live);
+    Row row(int row, float[] original, boolean[] dead);
+
+    /**
+     * Codes one column of consecutive rows in {@link Precision#FP32}: {@code x[k]} is the weight of the row coded by
+     * {@code coders[k]}, call row {@code firstRow + k}; {@code q[k]} receives the value its code stands for. The
+     * default asks each row's {@link Row#code}; a grid may override it with one loop over the rows in float, which
+     * the JIT vectorizes (after the in-batch update this is the loop's hot spot). Same bits either way.
+     */
+    default void codeColumn32(int column, Row[] coders, int firstRow, float[] x, float[] q, int len) {
+        for (int k = 0; k < len; k++) {
+            q[k] = (float) coders[k].code(column, x[k]);
+        }
+    }
 
     /** One row's parameters and codes. */
     interface Row {

@@ -5,6 +5,8 @@ import static org.bytedeco.openblas.global.openblas.CblasRowMajor;
 import static org.bytedeco.openblas.global.openblas.cblas_dgemm;
 import static org.bytedeco.openblas.global.openblas.cblas_sgemm;
 
+import java.util.Arrays;
+
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
@@ -168,28 +170,29 @@ public final class GptqLoop {
 
         /** Row r: its coder, dead columns zeroed, permuted into W. */
         private void load(int r) {
-            double[] original = new double[n];
+            boolean[] dead = prep.deadRef();
             int base = (r0 + r) * n;
             for (int c = 0; c < n; c++) {
                 float v = rows[base + c];
                 if (!Float.isFinite(v)) {
                     throw SparkQuantException.badInput("weight row " + (r0 + r) + " column " + c + " is " + v);
                 }
-                original[c] = v;
             }
-            double[] live = original.clone();
-            boolean[] dead = prep.deadRef();
-            for (int c = 0; c < n; c++) {
-                if (dead[c]) {
-                    live[c] = 0;
+            coders[r] = quantizer.row(r0 + r, Arrays.copyOfRange(rows, base, base + n), dead);
+            long at = (long) (lead + r) * np;
+            if (f32) {
+                float[] permuted = new float[n];
+                for (int k = 0; k < n; k++) {
+                    permuted[k] = dead[perm[k]] ? 0f : rows[base + perm[k]];
                 }
+                ((FloatPointer) w).getPointer(at).put(permuted, 0, n);
+            } else {
+                double[] permuted = new double[n];
+                for (int k = 0; k < n; k++) {
+                    permuted[k] = dead[perm[k]] ? 0 : rows[base + perm[k]];
+                }
+                write(w, at, permuted, n);
             }
-            coders[r] = quantizer.row(r0 + r, original, live);
-            double[] permuted = new double[n];
-            for (int k = 0; k < n; k++) {
-                permuted[k] = live[perm[k]];
-            }
-            write(w, (long) (lead + r) * np, permuted, n);
         }
 
         /** One lazy batch [i1, i2): the column loop of every row, then the update of all later columns. */
@@ -210,12 +213,16 @@ public final class GptqLoop {
             if (i2 < n) {
                 // W[:, i2:] −= Err1 · U[i1:i2, i2:], over the padded width (U's padding columns are zero)
                 int wp = np - i1;
-                double[] row = new double[wp];
+                int pad = wp - width;
                 for (int i = 0; i < cnt; i++) {
-                    for (int j = 0; j < width; j++) {
-                        row[j] = u(b, i * width + j);
+                    long at = (long) i * wp;
+                    if (f32) {
+                        ((FloatPointer) hb).getPointer(at).put(prep.block32(b), i * width, width);
+                        ((FloatPointer) hb).getPointer(at + width).put(new float[pad], 0, pad);
+                    } else {
+                        ((DoublePointer) hb).getPointer(at).put(prep.block64(b), i * width, width);
+                        ((DoublePointer) hb).getPointer(at + width).put(new double[pad], 0, pad);
                     }
-                    write(hb, (long) i * wp, row, wp);
                 }
                 for (int c0 = 0; c0 < padded; c0 += CALL_ROWS) {
                     if (f32) {
@@ -259,54 +266,76 @@ public final class GptqLoop {
                     }
                 }
             }
-            double[][] err1 = new double[cnt][len];
+            // Err1, and the values the codes stand for, transposed like W1
+            float[][] err1f = f32 ? new float[cnt][len] : null;
+            double[][] err1 = f32 ? null : new double[cnt][len];
+            float[][] deq = new float[cnt][len];
             double[] loss = new double[len];
-            double[] x = new double[len];
-            float[] ef = f32 ? new float[len] : null;
+            ColumnQuantizer.Row[] stripCoders = Arrays.copyOfRange(coders, s0, s1);
             for (int i = 0; i < cnt; i++) {
                 int c = i1 + i;
                 if (c % group == 0) {
                     int glen = Math.min(group, n - c);
                     for (int k = 0; k < len; k++) {
-                        coders[s0 + k].choose(c, groupWeights(s0 + k, k, i1, i2, i, w1f, w1, err1, glen), glen);
+                        coders[s0 + k].choose(c, groupWeights(s0 + k, k, i1, i2, i, w1f, w1, err1f, err1, glen),
+                                glen);
                     }
-                }
-                for (int k = 0; k < len; k++) {
-                    x[k] = f32 ? w1f[i][k] : w1[i][k];
                 }
                 double d = hinv1[i * cnt + i];
-                double dd = r(d * d);
-                double[] e = err1[i];
-                for (int k = 0; k < len; k++) {
-                    int outRow = r0 + s0 + k;
-                    double q = coders[s0 + k].code(c, x[k]);
-                    out.dequantized[outRow * n + perm[c]] = (float) q;
-                    double diff = r(x[k] - q);
-                    loss[k] += r(r(diff * diff) / dd);
-                    e[k] = r(diff / d);
-                }
-                // W1[:, i+1:] −= err1 ⊗ Hinv1[i, i+1:]
+                float[] q = deq[i];
                 int h = i * cnt;
                 if (f32) {
+                    // as the FP64 branch, in float (same bits as doubles rounded after each operation)
+                    float[] x = w1f[i];
+                    float[] e = err1f[i];
+                    quantizer.codeColumn32(c, stripCoders, r0 + s0, x, q, len);
+                    float df = (float) d;
+                    float dd = df * df;
                     for (int k = 0; k < len; k++) {
-                        ef[k] = (float) e[k];
+                        float diff = x[k] - q[k];
+                        loss[k] += diff * diff / dd;
+                        e[k] = diff / df;
                     }
+                    // W1[:, i+1:] −= err1 ⊗ Hinv1[i, i+1:]
                     for (int j = i + 1; j < cnt; j++) {
-                        subtract(w1f[j], ef, hinv1f[h + j], len);
+                        subtract(w1f[j], e, hinv1f[h + j], len);
                     }
                 } else {
+                    double[] x = w1[i];
+                    double[] e = err1[i];
+                    double dd = d * d;
+                    for (int k = 0; k < len; k++) {
+                        double v = stripCoders[k].code(c, x[k]);
+                        q[k] = (float) v;
+                        double diff = x[k] - v;
+                        loss[k] += diff * diff / dd;
+                        e[k] = diff / d;
+                    }
                     for (int j = i + 1; j < cnt; j++) {
                         subtract(w1[j], e, hinv1[h + j], len);
                     }
                 }
             }
-            double[] row = new double[cnt];
+            // back to rows: losses, dequantized values (natural column order) and Err1 for the batch update
+            double[] row = f32 ? null : new double[cnt];
             for (int k = 0; k < len; k++) {
                 out.losses[r0 + s0 + k] += loss[k];
+                int base = (r0 + s0 + k) * n;
                 for (int i = 0; i < cnt; i++) {
-                    row[i] = err1[i][k];
+                    out.dequantized[base + perm[i1 + i]] = deq[i][k];
                 }
-                write(err, (long) (lead + s0 + k) * batch, row, cnt);
+                long at = (long) (lead + s0 + k) * batch;
+                if (f32) {
+                    for (int i = 0; i < cnt; i++) {
+                        rowf[i] = err1f[i][k];
+                    }
+                    ((FloatPointer) err).getPointer(at).put(rowf, 0, cnt);
+                } else {
+                    for (int i = 0; i < cnt; i++) {
+                        row[i] = err1[i][k];
+                    }
+                    write(err, at, row, cnt);
+                }
             }
         }
 
@@ -328,7 +357,7 @@ public final class GptqLoop {
          * the quantizer chooses from (see {@link ColumnQuantizer#choosesFromCurrentWeights}).
          */
         private double[] groupWeights(int r, int k, int i1, int i2, int i, float[][] w1f, double[][] w1,
-                                      double[][] err1, int len) {
+                                      float[][] err1f, double[][] err1, int len) {
             int c = i1 + i;
             long at = (long) (lead + r) * np;
             if (!quantizer.choosesFromCurrentWeights()) {
@@ -348,7 +377,7 @@ public final class GptqLoop {
                     int col = i2 + t - i1;
                     double pending = 0;
                     for (int p = 0; p < i; p++) {
-                        pending += err1[p][k] * u(b, p * width + col);
+                        pending += (f32 ? err1f[p][k] : err1[p][k]) * u(b, p * width + col);
                     }
                     x[inBatch + t] = tail[t] - pending;
                 }
@@ -362,10 +391,6 @@ public final class GptqLoop {
                 f[k] = (float) v[k];
             }
             return f;
-        }
-
-        private double r(double v) {
-            return f32 ? (float) v : v;
         }
 
         /** Element {@code at} of batch b's rows of U, [B][n − i1] row-major. */

@@ -19,10 +19,15 @@ final class MinMaxColumns implements ColumnQuantizer {
     private final int g;
     private final int groups;
     private final int[] perm;
-    private final byte[] codes;
+    private final int rows;
+    /** Codes column by column, [n][rows] in the natural column order: the loop codes a column of rows at a time. */
+    private final byte[] codesByColumn;
     private final float[] scales;
     private final double[] exactScales;
     private final int[] zeros;
+    /** FP32 without static groups: each row's current scale and zero, for {@link #codeColumn32}'s loop. */
+    private final float[] scale32;
+    private final float[] zero32;
 
     MinMaxColumns(GptqPreparation prep, int rows) {
         this.cfg = prep.config();
@@ -31,10 +36,14 @@ final class MinMaxColumns implements ColumnQuantizer {
         this.g = cfg.groupColumns(n);
         this.groups = cfg.groups(n);
         this.perm = prep.permRef();
-        this.codes = new byte[Math.multiplyExact(rows, n)];
+        this.rows = rows;
+        this.codesByColumn = new byte[Math.multiplyExact(rows, n)];
         this.scales = new float[rows * groups];
         this.exactScales = new double[rows * groups];
         this.zeros = new int[rows * groups];
+        boolean rowWise = cfg.precision() == Precision.FP32 && !cfg.staticGroups();
+        this.scale32 = rowWise ? new float[rows] : null;
+        this.zero32 = rowWise ? new float[rows] : null;
     }
 
     @Override
@@ -48,13 +57,46 @@ final class MinMaxColumns implements ColumnQuantizer {
     }
 
     @Override
-    public Row row(int row, double[] original, double[] live) {
-        return new GroupRow(row, original, live);
+    public Row row(int row, float[] original, boolean[] dead) {
+        return new GroupRow(row, original, dead);
+    }
+
+    /**
+     * {@link MinMaxQuantizer#code} and {@link MinMaxQuantizer#dequantizeCode} for a column of rows, in float: the
+     * scale is a float and the zero an integer, so x / scale, the rounding (adding and subtracting 1.5·2²³ rounds
+     * half to even below 2²², and larger quotients clamp either way), q − zero and the product give the same bits.
+     */
+    @Override
+    public void codeColumn32(int column, Row[] coders, int firstRow, float[] x, float[] q, int len) {
+        if (scale32 == null) {
+            ColumnQuantizer.super.codeColumn32(column, coders, firstRow, x, q, len);
+            return;
+        }
+        final float magic = 0x1.8p23f;
+        float maxq = cfg.maxq();
+        int code = perm[column] * rows + firstRow;
+        for (int k = 0; k < len; k++) {
+            float s = scale32[firstRow + k];
+            float z = zero32[firstRow + k];
+            float c = Math.min(maxq, Math.max(0f, ((x[k] / s + magic) - magic) + z));
+            codesByColumn[code + k] = (byte) (int) c;
+            q[k] = s * (c - z);
+        }
     }
 
     /** The rows' codes with the loop's dequantized values and losses. */
     QuantizedRows result(GptqLoop.Result loop) {
-        int rows = loop.losses().length;
+        byte[] codes = new byte[codesByColumn.length];
+        final int tile = 64; // transposed in tiles that stay in cache
+        for (int c0 = 0; c0 < n; c0 += tile) {
+            for (int r0 = 0; r0 < rows; r0 += tile) {
+                for (int r = r0; r < Math.min(rows, r0 + tile); r++) {
+                    for (int c = c0; c < Math.min(n, c0 + tile); c++) {
+                        codes[r * n + c] = codesByColumn[c * rows + r];
+                    }
+                }
+            }
+        }
         int[] gIdx = new int[n];
         for (int k = 0; k < n; k++) {
             gIdx[perm[k]] = cfg.descAct() && !cfg.staticGroups() ? k / g : perm[k] / g;
@@ -70,13 +112,15 @@ final class MinMaxColumns implements ColumnQuantizer {
         /** Static groups: scale and zero of every group, [groups][2]. */
         private final double[] fixed;
 
-        GroupRow(int row, double[] original, double[] live) {
+        GroupRow(int row, float[] original, boolean[] dead) {
             this.row = row;
             if (cfg.groupSize() == -1) {
-                quantizer.findParams(original, 0, n, params, 0);
+                quantizer.findParams(widen(original, null), 0, n, params, 0);
                 record(0, params, 0);
+                current();
             }
             if (cfg.staticGroups()) {
+                double[] live = widen(original, dead);
                 fixed = new double[groups * 2];
                 for (int gi = 0; gi < groups; gi++) {
                     quantizer.findParams(live, gi * g, Math.min(g, n - gi * g), fixed, gi * 2);
@@ -92,6 +136,14 @@ final class MinMaxColumns implements ColumnQuantizer {
             if (cfg.groupSize() != -1 && fixed == null) {
                 quantizer.findParams(weights, 0, length, params, 0);
                 record(column / g, params, 0);
+                current();
+            }
+        }
+
+        private void current() {
+            if (scale32 != null) {
+                scale32[row] = (float) params[0];
+                zero32[row] = (float) params[1];
             }
         }
 
@@ -104,8 +156,17 @@ final class MinMaxColumns implements ColumnQuantizer {
                 at = (cfg.descAct() ? perm[column] : column) / g * 2;
             }
             double q = quantizer.code(x, p[at], p[at + 1]);
-            codes[row * n + perm[column]] = (byte) (int) q;
+            codesByColumn[perm[column] * rows + row] = (byte) (int) q;
             return quantizer.dequantizeCode(q, p[at], p[at + 1]);
+        }
+
+        /** The row as doubles, with the dead columns zeroed when given. */
+        private static double[] widen(float[] row, boolean[] dead) {
+            double[] out = new double[row.length];
+            for (int c = 0; c < row.length; c++) {
+                out[c] = dead != null && dead[c] ? 0 : row[c];
+            }
+            return out;
         }
 
         private void record(int group, double[] p, int at) {

@@ -190,12 +190,12 @@ public final class GgmlGptq {
         }
 
         @Override
-        public Row row(int row, double[] original, double[] live) {
+        public Row row(int row, float[] original, boolean[] dead) {
             float meanSquare = 0;
             if (importance != null && !type.isKQuant()) {
                 float sumX2 = 0; // the order and precision of GgmlQuant.quantizeRow
                 for (int c = 0; c < n; c++) {
-                    float v = (float) live[c];
+                    float v = dead[c] ? 0 : original[c];
                     sumX2 += v * v;
                 }
                 meanSquare = sumX2 / n;
