@@ -58,16 +58,19 @@ public final class Storage implements Serializable {
     /** Where the CLI shows that a call is still waiting (null: nowhere, e.g. on executors). */
     private final transient java.util.function.Consumer<String> notices;
     private transient java.util.concurrent.ScheduledExecutorService watchdog;
+    /** Called with each file's URI before this view creates it (see {@link #beforeEachCreate}), or null. */
+    private final transient java.util.function.Consumer<String> creating;
 
     private Storage(Map<String, String> settings) {
-        this(settings, null, null);
+        this(settings, null, null, null);
     }
 
     private Storage(Map<String, String> settings, OutputManifest.Checksums checksums,
-            java.util.function.Consumer<String> notices) {
+            java.util.function.Consumer<String> notices, java.util.function.Consumer<String> creating) {
         this.settings = Collections.unmodifiableMap(new TreeMap<>(settings));
         this.checksums = checksums;
         this.notices = notices;
+        this.creating = creating;
     }
 
     /**
@@ -75,7 +78,17 @@ public final class Storage implements Serializable {
      * manifest of an output then needs no second read of its files.
      */
     public Storage recording(OutputManifest.Checksums checksums) {
-        Storage view = new Storage(settings, checksums, notices);
+        Storage view = new Storage(settings, checksums, notices, creating);
+        view.configuration = configuration;
+        return view;
+    }
+
+    /**
+     * This storage, calling {@code hook} with a file's URI before it creates the file: a commit marks each file it
+     * writes as a step of its run (where a crash test can halt it).
+     */
+    public Storage beforeEachCreate(java.util.function.Consumer<String> hook) {
+        Storage view = new Storage(settings, checksums, notices, hook);
         view.configuration = configuration;
         return view;
     }
@@ -85,7 +98,7 @@ public final class Storage implements Serializable {
      * line naming the operation and the URI, repeated while it waits): the progress a user sees while s3a retries.
      */
     public Storage withNotices(java.util.function.Consumer<String> notices) {
-        return new Storage(settings, checksums, notices);
+        return new Storage(settings, checksums, notices, creating);
     }
 
     /** Storage with Hadoop settings such as {@code fs.s3a.endpoint} on top of Hadoop's defaults. */
@@ -333,6 +346,9 @@ public final class Storage implements Serializable {
 
     /** Creates (or replaces) a file; parent directories are created. */
     public OutputStream create(String uri) {
+        if (creating != null) {
+            creating.accept(uri);
+        }
         Path p = path(uri);
         try {
             OutputStream out = fileSystem(p).create(p, true);

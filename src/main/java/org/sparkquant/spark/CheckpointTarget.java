@@ -107,17 +107,17 @@ final class CheckpointTarget implements OutputTarget {
         clearPartialOutput(storage, run.work(), out);
         // every file is hashed as it is written, so the manifest reads nothing back
         OutputManifest.Checksums checksums = new OutputManifest.Checksums();
-        Storage writing = storage.recording(checksums);
+        // each file (shards, config, tokenizer, report) is a step of the commit
+        Storage writing = storage.recording(checksums)
+                .beforeEachCreate(uri -> run.work().step("write " + new org.apache.hadoop.fs.Path(uri).getName()));
         GptqCheckpointWriter.Result written;
-        run.work().step(); // the shards, config and tokenizer files
         try (TensorStore store = TensorStore.open(storage, job.model())) {
             written = GptqCheckpointWriter.write(writing, store, inventory, out, writerOptions(),
                     module -> assemble(run, store, module));
         }
         progress.step(-1, "report and manifest");
-        run.work().step();
         report.write(writing, Storage.resolve(out, REPORT), Storage.resolve(out, REPORT_HTML), progress);
-        run.work().step(); // _SUCCESS: the commit
+        run.work().step("write " + OutputManifest.FILE); // the commit
         OutputManifest.write(storage, out, "sparkquant " + GptqCheckpointWriter.version(), checksums);
         return written.shards();
     }
@@ -136,11 +136,11 @@ final class CheckpointTarget implements OutputTarget {
      * --overwrite replaces. {@code _SUCCESS} goes first, so that no half-deleted output looks finished.
      */
     private static void clearPartialOutput(Storage storage, WorkDir work, String out) {
-        work.step();
+        work.step("clear " + OutputManifest.FILE);
         storage.delete(Storage.resolve(out, OutputManifest.FILE));
         for (String name : storage.list(out)) {
             if (!name.equals(WorkDir.NAME) && !name.equals(LEASE)) {
-                work.step();
+                work.step("clear " + name);
                 storage.delete(Storage.resolve(out, name));
             }
         }

@@ -17,6 +17,15 @@ public interface FaultHook extends Serializable {
      */
     void at(Point point, int index, int attempt);
 
+    /**
+     * Called before the driver's state change number {@code index} ({@link Point#WORK_STATE}) with what it is about
+     * to change, e.g. {@code "replace progress.json [{"layers_done": 2}]: rename"}: the same step of a resumed run
+     * has the same name, so a test can halt a chain of resumed runs once at every distinct step.
+     */
+    default void atState(int index, String what) {
+        at(Point.WORK_STATE, index, 0);
+    }
+
     enum Point {
         /** On an executor, after a block was quantized and before it is staged. */
         BLOCK_QUANTIZED,

@@ -248,7 +248,7 @@ final class GgufTarget implements OutputTarget {
     private long write(Storage storage, WorkDir work, ModelInventory inventory, Blocks blocks, Runnable beforeCommit) {
         String out = job.output();
         String temp = work.path(new org.apache.hadoop.fs.Path(out).getName() + ".tmp-" + UUID.randomUUID());
-        work.step();
+        work.step("write the temporary file");
         MessageDigest sha;
         try {
             sha = MessageDigest.getInstance("SHA-256");
@@ -276,13 +276,13 @@ final class GgufTarget implements OutputTarget {
             storage.delete(temp);
             throw SparkQuantException.internal(temp + " has " + written + " bytes, expected " + size, null);
         }
-        work.step();
+        work.step("write " + OutputManifest.FILE_CHECKSUM_SUFFIX);
         OutputManifest.writeFileChecksum(storage, out, sha.digest());
-        work.step();
+        work.step("write the report");
         beforeCommit.run();
-        work.step();
+        work.step("delete the finished file");
         storage.delete(out);
-        work.step(); // the commit
+        work.step("rename into place"); // the commit
         storage.rename(temp, out);
         return size;
     }

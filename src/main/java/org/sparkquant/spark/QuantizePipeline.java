@@ -148,6 +148,12 @@ public final class QuantizePipeline {
             progress.step(-1, "embeddings · " + samples.size() + " samples in " + partitions + " partitions");
             states = jsc.parallelize(list, partitions).mapPartitions(it -> SparkEvaluator.embed(source, it));
         } else {
+            // a run halted after the last finished layer's progress record, in its clean-up: finish it
+            int last = layersDone - 1;
+            if (last > 0 && work.exists("hidden/" + last)) {
+                work.delete("hidden/" + last);
+            }
+            LayerHessians.dropSolverInputs(work, last);
             String dir = "hidden/" + layersDone;
             partitions = Integer.parseInt(work.read(dir + "/partitions").trim());
             progress.step(-1, "hidden states after layer " + layersDone + " from " + work.path(dir));

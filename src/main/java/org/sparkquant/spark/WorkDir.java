@@ -3,6 +3,10 @@ package org.sparkquant.spark;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.Serializable;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -56,9 +60,9 @@ public final class WorkDir implements Serializable {
      * Marks the driver's next state change ({@link FaultHook.Point#WORK_STATE}); the output targets call it before
      * each step of their commit too, so that a test can halt a run at every one of them.
      */
-    void step() {
+    void step(String what) {
         if (faults != null) {
-            faults.at(FaultHook.Point.WORK_STATE, steps.getAndIncrement(), 0);
+            faults.atState(steps.getAndIncrement(), what);
         }
     }
 
@@ -110,12 +114,24 @@ public final class WorkDir implements Serializable {
     public void replace(String relative, String content) {
         String target = path(relative);
         String temp = target + ".tmp-" + UUID.randomUUID();
-        step();
+        String what = "replace " + relative + " [" + (content.length() <= 40 ? content.strip()
+                : "sha256 " + sha256(content).substring(0, 12))
+                + "]: ";
+        step(what + "write temporary");
         storage.writeString(temp, content);
-        step();
+        step(what + "delete old");
         storage.delete(target);
-        step();
+        step(what + "rename");
         storage.rename(temp, target);
+    }
+
+    private static String sha256(String content) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256")
+                    .digest(content.getBytes(StandardCharsets.UTF_8)));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     public String read(String relative) {
@@ -123,7 +139,7 @@ public final class WorkDir implements Serializable {
     }
 
     public void delete(String relative) {
-        step();
+        step("delete " + relative);
         storage.delete(path(relative));
     }
 
@@ -132,7 +148,7 @@ public final class WorkDir implements Serializable {
     }
 
     public void deleteAll() {
-        step();
+        step("delete " + NAME);
         storage.delete(root);
     }
 

@@ -7,6 +7,8 @@ import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collection;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -33,21 +35,22 @@ import org.sparkquant.testing.TestText;
 
 /**
  * The crash-point enumeration with real process exits: a quantize run in a child JVM is halted
- * ({@link Runtime#halt}, as a kill -9) just before each change of its state in turn, from the run record through
- * every layer's checkpoints and progress records to each step of the commit (a checkpoint's clearing, shards,
- * report and {@code _SUCCESS}; a GGUF file's temporary file, {@code .sha256}, report, delete and rename) and the
- * clean-up; each halted run is resumed with {@code --resume} (taking over the dead run's lease) and every byte of
- * the output is compared with an uninterrupted run's.
+ * ({@link Runtime#halt}, as a kill -9) just before a change of its state, resumed with {@code --resume} in a new
+ * child JVM (taking over the dead run's lease), which is halted before the next change not yet halted at, and so on
+ * until a run finishes; then every byte of the output is compared with an uninterrupted run's. The state changes
+ * are named ({@link FaultHook#atState}: the run record, every layer's progress records and staged hidden states and
+ * their deletion, each file of the commit and the clean-up), so a chain halts once at every change of the
+ * uninterrupted run and at those only a resumed run makes (clearing a half-written commit). Each resume starts from
+ * what the previous halt left, which is also the Airflow case of a retry that dies again.
  *
- * <p>A child JVM costs a JVM and Spark start-up and a run up to the point (10-20 s each, more on a busy machine), so
- * by default the points are: the run record, every {@link #STRIDE}th state change and every commit step, for a
- * checkpoint on local files and on S3 (moto), and the run record and commit steps of a GGUF file (its layer loop is
- * the checkpoint's code). {@code -Dsparkquant.crash.stride=1} halts at every point. {@code SafeRunsTest} halts
- * in-process (by an exception) at every point of a checkpoint run.
+ * <p>On local files the chain halts at every state change of a checkpoint run. A GGUF file's chain halts at its
+ * commit steps (its layer loop is the checkpoint's code), the S3 (moto) chain at the run record, a point inside the
+ * layer loop and the commit's first and last steps; {@code -Dsparkquant.crash.every=true} halts those at every
+ * change too. {@code SafeRunsTest} halts in-process (by an exception) at every change and compares after each.
  */
 @org.junit.jupiter.api.Tag("cluster")
 class CrashPointTest {
-    static final int STRIDE = Integer.getInteger("sparkquant.crash.stride", 8);
+    static final boolean EVERY = Boolean.getBoolean("sparkquant.crash.every");
 
     @RegisterExtension
     static final MotoS3 S3 = new MotoS3("sparkquant-crash-test");
@@ -82,45 +85,65 @@ class CrashPointTest {
         return args;
     }
 
-    /** The state changes of a straight run: how many, and the first one after the last layer (the commit's). */
-    record Steps(int count, int commitFrom) {
-        /** Points to halt at: all, or every {@code stride}-th plus the first two (run record) and the commit's. */
-        List<Integer> points(int stride) {
-            List<Integer> out = new ArrayList<>();
-            for (int k = 0; k < count; k++) {
-                if (k % stride == 0 || k < 2 || k >= commitFrom) {
-                    out.add(k);
+    /** The named state changes of an uninterrupted run, in order, and the first one after the last layer. */
+    record Steps(List<String> names, int commitFrom) {}
+
+    /** Runs the CLI in-process and names its state changes (the run every chain is compared with). */
+    static Steps straight(List<String> args) {
+        List<String> names = new ArrayList<>();
+        AtomicInteger layersDone = new AtomicInteger(-1);
+        CliRun run = CliRun.withFaults(new FaultHook() {
+            @Override
+            public void at(Point point, int index, int attempt) {
+                if (point == Point.LAYER_DONE && index == 1) {
+                    layersDone.set(names.size());
                 }
             }
-            return out;
-        }
-    }
 
-    /** Runs the CLI in-process and counts its state changes (the straight run every halted one is compared with). */
-    static Steps straight(List<String> args) {
-        AtomicInteger steps = new AtomicInteger();
-        AtomicInteger layersDone = new AtomicInteger(-1);
-        CliRun run = CliRun.withFaults((point, i, attempt) -> {
-            if (point == FaultHook.Point.WORK_STATE) {
-                steps.incrementAndGet();
-            } else if (point == FaultHook.Point.LAYER_DONE && i == 1) {
-                layersDone.set(steps.get());
+            @Override
+            public void atState(int index, String what) {
+                names.add(what);
             }
         }, args.toArray(String[]::new));
         assertEquals(0, run.exitCode(), run.err());
-        assertTrue(layersDone.get() > 0 && steps.get() > layersDone.get() + 3, steps + " steps, " + layersDone);
-        return new Steps(steps.get(), layersDone.get());
+        assertEquals(names.size(), new HashSet<>(names).size(), "state changes are named uniquely: " + names);
+        assertTrue(layersDone.get() > 0 && names.size() > layersDone.get() + 3, names + ", " + layersDone);
+        return new Steps(List.copyOf(names), layersDone.get());
     }
 
     /**
-     * Halts a run in a child JVM before state change {@code k}, resumes it in-process over the dead run's lease, and
-     * returns the resumed run.
+     * Runs {@code args} in child JVMs, each halted before the first state change not halted at before (of those in
+     * {@code only}, if not null), each after the first resuming the last, until one finishes; returns the changes
+     * halted at, in order.
      */
-    static CliRun haltAndResume(int k, List<String> args, Storage storage, String leaseUri) throws Exception {
-        Child child = child(k, args);
-        assertEquals(HaltingCli.HALTED, child.exit(), "point " + k + " was not reached:\n" + child.err());
-        assertTrue(child.err().contains("halting before state change " + k), child.err());
-        // the dead run's lease is taken over once it is older than --lease-timeout 1 (heartbeats are in ms)
+    static List<String> chain(List<String> args, Collection<String> only, int most, Storage storage, String leaseUri)
+            throws Exception {
+        Path visited = Files.createTempFile(tmp, "visited", ".txt");
+        Path onlyFile = null;
+        if (only != null) {
+            onlyFile = Files.createTempFile(tmp, "only", ".txt");
+            Files.write(onlyFile, only);
+        }
+        List<String> halted = new ArrayList<>();
+        for (int run = 0; ; run++) {
+            assertTrue(run <= most, "the chain does not end: " + halted);
+            List<String> cmd = new ArrayList<>(args);
+            if (run > 0) {
+                cmd.addAll(List.of("--resume", "--lease-timeout", "1"));
+                awaitStaleLease(storage, leaseUri);
+            }
+            Child child = child(visited, onlyFile, cmd);
+            if (child.exit() == 0) {
+                return halted;
+            }
+            assertEquals(HaltingCli.HALTED, child.exit(), "resumed after halts at " + halted + ":\n" + child.err());
+            List<String> lines = Files.readAllLines(visited);
+            halted.add(lines.get(lines.size() - 1));
+        }
+    }
+
+    /** Waits until the dead run's lease is older than --lease-timeout 1 (heartbeats are in ms). */
+    static void awaitStaleLease(Storage storage, String leaseUri) throws Exception {
         if (storage.exists(leaseUri)) {
             long beat = new ObjectMapper().readTree(storage.readString(leaseUri)).path("heartbeat_ms").asLong();
             long wait = beat + 1100 - System.currentTimeMillis();
@@ -128,29 +151,21 @@ class CrashPointTest {
                 Thread.sleep(wait);
             }
         }
-        List<String> resume = new ArrayList<>(args);
-        resume.addAll(List.of("--resume", "--lease-timeout", "1"));
-        CliRun resumed = CliRun.of(resume.toArray(String[]::new));
-        assertEquals(0, resumed.exitCode(), "point " + k + ": " + resumed.err());
-        return resumed;
     }
 
     @Test
-    void aCheckpointHaltedAtItsStateChangesResumesToTheSameBytes() throws Exception {
+    void aCheckpointHaltedAtEveryStateChangeResumesToTheSameBytes() throws Exception {
         Path straight = tmp.resolve("local/straight");
         Steps steps = straight(args(model.toString(), calib.toString(), straight.toString(), List.of()));
         long t0 = System.nanoTime();
-        List<Integer> points = steps.points(STRIDE);
-        for (int k : points) {
-            Path out = tmp.resolve("local/halted-" + k);
-            haltAndResume(k, args(model.toString(), calib.toString(), out.toString(), List.of()), Storage.local(),
-                    out.resolve("_lease.json").toString());
-            assertEquals(files(Storage.local(), straight.toString()), files(Storage.local(), out.toString()),
-                    "point " + k);
-            assertEquals(List.of(), OutputManifest.verify(Storage.local(), out.toString()), "point " + k);
-        }
-        System.out.printf("local checkpoint: %d of %d points %s (commit from %d) in %.1f s%n", points.size(),
-                steps.count(), points, steps.commitFrom(), (System.nanoTime() - t0) / 1e9);
+        Path out = tmp.resolve("local/chain");
+        List<String> halted = chain(args(model.toString(), calib.toString(), out.toString(), List.of()), null,
+                2 * steps.names().size() + 10, Storage.local(), out.resolve("_lease.json").toString());
+        assertTrue(halted.containsAll(steps.names()), "not halted at " + missing(steps.names(), halted));
+        assertEquals(files(Storage.local(), straight.toString()), files(Storage.local(), out.toString()));
+        assertEquals(List.of(), OutputManifest.verify(Storage.local(), out.toString()));
+        System.out.printf("local checkpoint: halted at %d changes (%d of an uninterrupted run) in %.1f s: %s%n",
+                halted.size(), steps.names().size(), (System.nanoTime() - t0) / 1e9, halted);
     }
 
     @Test
@@ -158,22 +173,21 @@ class CrashPointTest {
         Path straight = tmp.resolve("gguf/straight/m.gguf");
         Steps steps = straight(args(model.toString(), calib.toString(), straight.toString(), List.of()));
         long t0 = System.nanoTime();
-        List<Integer> points = steps.points(STRIDE == 1 ? 1 : Integer.MAX_VALUE);
-        for (int k : points) {
-            Path out = tmp.resolve("gguf/halted-" + k + "/m.gguf");
-            haltAndResume(k, args(model.toString(), calib.toString(), out.toString(), List.of()), Storage.local(),
-                    out + ".lease.json");
-            assertEquals(files(Storage.local(), straight.getParent().toString()),
-                    files(Storage.local(), out.getParent().toString()), "point " + k);
-            assertEquals(List.of(), OutputManifest.verifyFile(Storage.local(), out.toString()), "point " + k);
-        }
-        System.out.printf("local GGUF: %d of %d points %s (commit from %d) in %.1f s%n", points.size(),
-                steps.count(), points, steps.commitFrom(), (System.nanoTime() - t0) / 1e9);
+        Path out = tmp.resolve("gguf/chain/m.gguf");
+        List<String> expected = EVERY ? steps.names() : steps.names().subList(steps.commitFrom(), steps.names().size());
+        List<String> halted = chain(args(model.toString(), calib.toString(), out.toString(), List.of()),
+                EVERY ? null : expected, 2 * steps.names().size() + 10, Storage.local(), out + ".lease.json");
+        assertTrue(halted.containsAll(expected), "not halted at " + missing(expected, halted));
+        assertEquals(files(Storage.local(), straight.getParent().toString()),
+                files(Storage.local(), out.getParent().toString()));
+        assertEquals(List.of(), OutputManifest.verifyFile(Storage.local(), out.toString()));
+        System.out.printf("local GGUF: halted at %d changes (of %d) in %.1f s: %s%n", halted.size(),
+                steps.names().size(), (System.nanoTime() - t0) / 1e9, halted);
     }
 
     /**
-     * On S3 a representative subset (the local test covers the same code at every stride point): the run record, a
-     * point inside the layer loop, the commit's first and last steps.
+     * On S3 a representative subset (the local chain covers the same code at every change): the run record, a
+     * change inside the layer loop, the commit's first and last steps.
      */
     @Test
     void onS3TheRunRecordALayerAndTheCommitResumeToTheSameBytes() throws Exception {
@@ -187,16 +201,21 @@ class CrashPointTest {
         String straight = S3.uri("straight");
         Steps steps = straight(args(s3Model, s3Calib, straight, conf));
         long t0 = System.nanoTime();
-        List<Integer> points = STRIDE == 1 ? steps.points(1)
-                : List.of(0, steps.commitFrom() / 2, steps.commitFrom(), steps.count() - 1);
-        for (int k : points) {
-            String out = S3.uri("halted-" + k);
-            haltAndResume(k, args(s3Model, s3Calib, out, conf), s3, out + "/_lease.json");
-            assertEquals(files(s3, straight), files(s3, out), "point " + k);
-            assertEquals(List.of(), OutputManifest.verify(s3, out), "point " + k);
-        }
-        System.out.printf("S3 checkpoint: %d of %d points %s (commit from %d) in %.1f s%n", points.size(),
-                steps.count(), points, steps.commitFrom(), (System.nanoTime() - t0) / 1e9);
+        List<String> names = steps.names();
+        List<String> expected = EVERY ? names : List.of(names.get(0), names.get(steps.commitFrom() / 2),
+                names.get(steps.commitFrom()), names.get(names.size() - 1));
+        String out = S3.uri("chain");
+        List<String> halted = chain(args(s3Model, s3Calib, out, conf), EVERY ? null : expected,
+                2 * names.size() + 10, s3, out + "/_lease.json");
+        assertTrue(halted.containsAll(expected), "not halted at " + missing(expected, halted));
+        assertEquals(files(s3, straight), files(s3, out));
+        assertEquals(List.of(), OutputManifest.verify(s3, out));
+        System.out.printf("S3 checkpoint: halted at %d changes (of %d) in %.1f s: %s%n", halted.size(),
+                names.size(), (System.nanoTime() - t0) / 1e9, halted);
+    }
+
+    private static List<String> missing(List<String> expected, List<String> halted) {
+        return expected.stream().filter(n -> !halted.contains(n)).toList();
     }
 
     /** Every file under a directory: its bytes' SHA-256 (or, for {@link #TIMED} files, only that it exists). */
@@ -217,8 +236,8 @@ class CrashPointTest {
 
     record Child(int exit, String err) {}
 
-    /** {@link HaltingCli} in a child JVM like this one (the test classpath, the same JVM options). */
-    static Child child(int k, List<String> args) throws Exception {
+    /** {@link HaltingCli} {@code --chain} in a child JVM like this one (the test classpath, the same JVM options). */
+    static Child child(Path visited, Path only, List<String> args) throws Exception {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         for (String arg : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
@@ -229,7 +248,12 @@ class CrashPointTest {
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));
         cmd.add(HaltingCli.class.getName());
-        cmd.add(Integer.toString(k));
+        cmd.add("--chain");
+        cmd.add(visited.toString());
+        if (only != null) {
+            cmd.add("--only");
+            cmd.add(only.toString());
+        }
         cmd.addAll(args);
         Path err = Files.createTempFile(tmp, "child", ".err");
         Process p = new ProcessBuilder(cmd).redirectError(err.toFile())
@@ -239,5 +263,4 @@ class CrashPointTest {
         String text = Files.readString(err);
         return new Child(p.exitValue(), text.length() > 20000 ? text.substring(text.length() - 20000) : text);
     }
-
 }
