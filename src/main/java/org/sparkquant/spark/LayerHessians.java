@@ -98,6 +98,7 @@ final class LayerHessians {
             case ATTN_IN, MLP_IN -> source.config().hiddenSize();
             case ATTN_OUT_IN -> source.config().qDim();
             case DOWN_IN -> source.config().intermediateSize();
+            case SHARED_DOWN_IN -> source.config().moe().sharedIntermediateSize();
         };
     }
 
