@@ -106,10 +106,23 @@ public final class GgufRecipe {
         }
         st.nFfnDown = model.nLayer();
         List<GgufTensor> out = new ArrayList<>(sorted.size());
+        boolean requantized = ftype.defaultType().isQuantized();
         for (GgufModelDesc.Shape s : sorted) {
-            out.add(new GgufTensor(s.name(), s.ne(), st.typeOf(s)));
+            // llama-quantize writes ggml's dimensions: trailing 1s dropped (a [1, n] weight becomes 1-D, thus F32)
+            GgufModelDesc.Shape shape = requantized ? ggmlDims(s) : s;
+            out.add(new GgufTensor(shape.name(), shape.ne(), st.typeOf(shape)));
         }
         return out;
+    }
+
+    /** A shape without its trailing dimensions of 1 (ggml_n_dims; at least one dimension). */
+    static GgufModelDesc.Shape ggmlDims(GgufModelDesc.Shape s) {
+        long[] ne = s.ne();
+        int n = ne.length;
+        while (n > 1 && ne[n - 1] == 1) {
+            n--;
+        }
+        return n == ne.length ? s : new GgufModelDesc.Shape(s.name(), java.util.Arrays.copyOf(ne, n));
     }
 
     /** Whether llama-quantize would quantize a tensor of this name and rank at all (tensor_allows_quantization). */
