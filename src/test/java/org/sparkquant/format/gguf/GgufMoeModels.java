@@ -30,10 +30,10 @@ import org.sparkquant.testing.TestPaths;
  *   <li>{@code qwen3moe}: 16 experts of 256, top-4, renormalised, per-head q/k RMSNorm, the same tokenizer.</li>
  * </ul>
  */
-final class GgufMoeModels {
+public final class GgufMoeModels {
     private GgufMoeModels() {}
 
-    static final List<String> ALL = List.of("mixtral", "qwen2moe", "qwen3moe");
+    public static final List<String> ALL = List.of("mixtral", "qwen2moe", "qwen3moe");
 
     static final int HIDDEN = 256;
     static final int HEADS = 4;
@@ -42,7 +42,7 @@ final class GgufMoeModels {
     static final int LAYERS = 2;
     static final int EXPERT_FF = 256;
 
-    static int experts(String kind) {
+    public static int experts(String kind) {
         return switch (kind) {
             case "mixtral" -> 8;
             case "qwen2moe" -> 6;
@@ -51,7 +51,7 @@ final class GgufMoeModels {
         };
     }
 
-    static Path write(Path root, String kind) {
+    public static Path write(Path root, String kind) {
         Path dir = root.resolve(kind);
         String tokenizer;
         int vocab;
