@@ -35,6 +35,9 @@ public record LinearModule(String name, int layer, String kind, int inFeatures, 
         DOWN_IN("mlp.down_proj"),
         SHARED_DOWN_IN("mlp.shared_expert.down_proj");
 
+        /** The inputs of a dense decoder layer, in order. */
+        public static final java.util.List<Input> DENSE = java.util.List.of(ATTN_IN, ATTN_OUT_IN, MLP_IN, DOWN_IN);
+
         private final String label;
 
         Input(String label) {

@@ -170,6 +170,12 @@ public final class ModelInventory implements Serializable {
         return shards.get(tensor);
     }
 
+    /** The shape the architecture requires of a tensor, or null when it requires no tensor of that name. */
+    public long[] expectedShape(String tensor) {
+        long[] shape = expected.get(tensor);
+        return shape == null ? null : shape.clone();
+    }
+
     /** Names of the tensors the architecture requires, in a stable order. */
     public List<String> requiredTensors() {
         return List.copyOf(expected.keySet());
