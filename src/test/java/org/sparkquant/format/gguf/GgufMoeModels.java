@@ -39,7 +39,7 @@ public final class GgufMoeModels {
     static final int HEADS = 4;
     static final int KV_HEADS = 2;
     static final int HEAD_DIM = 64;
-    static final int LAYERS = 2;
+    public static final int LAYERS = 2;
     static final int EXPERT_FF = 256;
 
     public static int experts(String kind) {
