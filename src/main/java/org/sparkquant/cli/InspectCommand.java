@@ -12,6 +12,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.format.gguf.GgufModelDesc;
 import org.sparkquant.format.gguf.GgufNames;
+import org.sparkquant.format.gguf.GgufExporter;
 import org.sparkquant.format.gguf.GgufPlan;
 import org.sparkquant.format.gguf.GgufTensor;
 import org.sparkquant.format.gguf.LlamaFileType;
@@ -65,7 +66,15 @@ public final class InspectCommand implements Callable<Integer> {
             inventory = ModelInventory.of(config, store);
         }
         MemoryPlan plan = MemoryPlan.of(inventory, shape.samples, shape.seqLen, shape.samplesPerPartition);
-        GgufPlan gguf = ggufType == null ? null : ggufPlan(config, LlamaFileType.parse(ggufType));
+        GgufPlan gguf = null;
+        if (ggufType != null && config.moe() != null) {
+            // stacked expert tensors: described from the checkpoint's tensors as the exporter sees them
+            try (TensorStore store = TensorStore.open(storage, model)) {
+                gguf = GgufPlan.of(GgufExporter.describe(config, store), LlamaFileType.parse(ggufType));
+            }
+        } else if (ggufType != null) {
+            gguf = ggufPlan(config, LlamaFileType.parse(ggufType));
+        }
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
             out.println(toJson(inventory, plan, gguf));

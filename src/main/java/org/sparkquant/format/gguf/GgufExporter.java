@@ -67,8 +67,46 @@ public final class GgufExporter {
     /** Plans an export with the given metadata (which must hold general.architecture etc.: see {@link GgufMetadata}). */
     public static GgufExporter plan(ModelConfig config, TensorReader source, Map<String, GgufValue> metadata,
             LlamaFileType fileType, GgufRecipe.Options recipe) {
-        String arch = GgufNames.architecture(config.modelType());
         check(config, source);
+        Mapped mapped = map(config, source);
+        GgufModelDesc desc = mapped.desc();
+        Map<String, String> hfOf = mapped.hfOf();
+        Map<String, List<String>> stacked = mapped.stacked();
+        float[] ropeFreqs = mapped.ropeFreqs();
+        String arch = desc.architecture();
+        List<GgufTensor> planned = GgufRecipe.plan(desc, fileType, recipe);
+        List<ExportTensor> tensors = new ArrayList<>();
+        for (GgufTensor t : planned) {
+            String hf = hfOf.get(t.name());
+            if (stacked.containsKey(t.name())) {
+                tensors.add(new ExportTensor(tensors.size(), t, stacked.get(t.name()), 0, null));
+            } else if (hf == null) {
+                tensors.add(new ExportTensor(tensors.size(), t, List.of(), 0, ropeFreqs));
+            } else {
+                int heads = GgufNames.ropePermutationHeads(arch, hf, config.numHeads(), config.numKvHeads());
+                tensors.add(new ExportTensor(tensors.size(), t, hf, heads, null));
+            }
+        }
+        Map<String, GgufValue> md = new LinkedHashMap<>(metadata);
+        md.put("general.file_type", GgufValue.u32(fileType.id()));
+        GgufLayout layout = GgufLayout.of(md, planned);
+        return new GgufExporter(config, fileType, Collections.unmodifiableList(tensors), layout);
+    }
+
+    /** A checkpoint's tensors as GGUF tensors: the model description, the source of each tensor. */
+    private record Mapped(GgufModelDesc desc, Map<String, String> hfOf, Map<String, List<String>> stacked,
+            float[] ropeFreqs) {}
+
+    /**
+     * What the recipe sees of a checkpoint (GGUF names and shapes, experts stacked), without planning types: e.g.
+     * for {@code inspect}'s preview of a mixture-of-experts model.
+     */
+    public static GgufModelDesc describe(ModelConfig config, TensorReader source) {
+        return map(config, source).desc();
+    }
+
+    private static Mapped map(ModelConfig config, TensorReader source) {
+        String arch = GgufNames.architecture(config.modelType());
         Map<String, String> hfOf = new HashMap<>();
         Map<String, java.util.TreeMap<Integer, String>> expertsOf = new HashMap<>();
         List<GgufModelDesc.Shape> shapes = new ArrayList<>();
@@ -109,23 +147,7 @@ public final class GgufExporter {
         GgufModelDesc desc = new GgufModelDesc(arch, config.numLayers(), config.numHeads(), config.numKvHeads(),
                 config.hiddenSize(), config.intermediateSize(), config.vocabSize(), !hfOf.containsKey("output.weight"),
                 shapes, nExpert);
-        List<GgufTensor> planned = GgufRecipe.plan(desc, fileType, recipe);
-        List<ExportTensor> tensors = new ArrayList<>();
-        for (GgufTensor t : planned) {
-            String hf = hfOf.get(t.name());
-            if (stacked.containsKey(t.name())) {
-                tensors.add(new ExportTensor(tensors.size(), t, stacked.get(t.name()), 0, null));
-            } else if (hf == null) {
-                tensors.add(new ExportTensor(tensors.size(), t, List.of(), 0, ropeFreqs));
-            } else {
-                int heads = GgufNames.ropePermutationHeads(arch, hf, config.numHeads(), config.numKvHeads());
-                tensors.add(new ExportTensor(tensors.size(), t, hf, heads, null));
-            }
-        }
-        Map<String, GgufValue> md = new LinkedHashMap<>(metadata);
-        md.put("general.file_type", GgufValue.u32(fileType.id()));
-        GgufLayout layout = GgufLayout.of(md, planned);
-        return new GgufExporter(config, fileType, Collections.unmodifiableList(tensors), layout);
+        return new Mapped(desc, hfOf, stacked, ropeFreqs);
     }
 
     /**
