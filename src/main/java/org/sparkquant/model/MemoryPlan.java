@@ -30,6 +30,11 @@ public record MemoryPlan(
 
     /** Spark records of Hessian partials are cut into tiles of at most this many bytes. */
     public static final long HESSIAN_TILE_BYTES = 256L << 20;
+    /**
+     * Mixture-of-experts layers: the Hessian accumulators one pass over a partition holds at most (the experts' are
+     * accumulated in as many passes as this needs; a single Hessian larger than this is one pass of its own).
+     */
+    public static final long MOE_PASS_BYTES = 1L << 30;
     /** Calibration sequences per partition when the user does not choose: a function of the data, not the cluster. */
     public static final int DEFAULT_SAMPLES_PER_PARTITION = 8;
     /** Driver overhead for metadata, Spark and the JVM itself. */

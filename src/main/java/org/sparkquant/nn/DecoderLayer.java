@@ -183,6 +183,23 @@ public final class DecoderLayer implements AutoCloseable {
         }
     }
 
+    /**
+     * Expert {@code expert}'s down_proj input {@code silu(x·Wgateᵀ)·(x·Wupᵀ)} for every row of {@code x} (the MLP input
+     * of all tokens, as if every one were routed to it): {@code [rows, expert width]}, to be closed by the caller.
+     */
+    public static INDArray expertActivation(INDArray x, LayerWeights w, int expert) {
+        LinearWeights gate = w.expert(expert, "gate_proj");
+        int rows = x.rows();
+        int width = gate.outFeatures();
+        INDArray g = Kernels.matrix(rows, width);
+        try (INDArray u = Kernels.matrix(rows, width)) {
+            Kernels.linear(x, gate, g);
+            Kernels.linear(x, w.expert(expert, "up_proj"), u);
+            Kernels.siluMul(Kernels.floats(g), Kernels.floats(u), rows * width);
+        }
+        return g;
+    }
+
     /** Per token (row) its {@code topK} experts and weights, flattened {@code [tokens, topK]}. */
     public record Routing(int experts, int topK, int[] chosen, float[] weights) {
         public int tokens() {
