@@ -16,14 +16,22 @@ import org.sparkquant.format.gguf.GgufMoeModels;
 import org.sparkquant.format.gguf.GgufRecipe;
 import org.sparkquant.format.gguf.LlamaFileType;
 import org.sparkquant.format.gguf.RtnProducer;
+import org.sparkquant.format.gguf.ExportTensor;
+import org.sparkquant.format.gguf.GgufReader;
+import org.sparkquant.format.gguf.GgufTensorInfo;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.cli.CliRun;
+import org.sparkquant.testing.TestPython;
+import org.sparkquant.testing.TestText;
 
 /**
  * {@code sparkquant quantize --format gguf} on mixture-of-experts checkpoints: every expert's projections are
  * quantized by the executors and stacked into llama.cpp's 3-D expert tensors. Without calibration (round to
  * nearest) the file is byte-identical to the standalone exporter, which GgufMoeTest proves equal to llama-quantize.
+ * With calibration each expert is GPTQ-coded onto ggml's grid with the Hessian of the tokens routed to it: it
+ * beats round-to-nearest into the same type on every expert that has enough tokens, the rest of the file is the
+ * exporter's bytes, the bytes do not depend on the cores, and gguf-py reads the file to Java's values.
  */
 class GgufMoeQuantizeTest {
     @TempDir
@@ -44,6 +52,66 @@ class GgufMoeQuantizeTest {
                     GgufExporter.forModel(Storage.local(), model.toString(), store, type, GgufRecipe.Options.DEFAULT,
                             GgufMetadata.Options.DEFAULT).write(expected, new RtnProducer(store));
                     assertArrayEquals(expected.toByteArray(), Files.readAllBytes(out), kind + " " + type);
+                }
+            }
+        }
+    }
+
+    @Test
+    void gptqCodesEveryExpertWithItsOwnHessian() throws Exception {
+        Path python = TestPython.require("gguf", "numpy");
+        Path calib = tmp.resolve("calib.txt");
+        Files.writeString(calib, TestText.sentences(9, 200, "river", "stone", "light", "quant", "block", "scale",
+                "grid", "error", "feed", "back"));
+        for (String kind : GgufMoeModels.ALL) {
+            Path model = GgufMoeModels.write(tmp.resolve("gptq"), kind);
+            LlamaFileType type = LlamaFileType.Q4_K_M;
+            Path out = tmp.resolve("gptq-" + kind + ".gguf");
+            CliRun run = GgufQuantizeTest.quantize(model, out, "local[2]", "--format", "gguf", "--gguf-type",
+                    type.name(), "--calibration", calib.toString());
+            assertEquals(0, run.exitCode(), run.err());
+            int better = 0;
+            for (com.fasterxml.jackson.databind.JsonNode m : GgufQuantizeTest.report(out).get("modules")) {
+                if (m.has("expert") && m.get("expert").asInt() >= 0 && !m.has("fallback")) {
+                    assertTrue(m.get("hessian_error").asDouble() < m.get("rtn_hessian_error").asDouble(),
+                            kind + ": GPTQ must beat RTN on " + m);
+                    better++;
+                }
+            }
+            assertTrue(better >= GgufMoeModels.experts(kind), kind + ": " + better + " experts checked");
+            byte[] gptq = Files.readAllBytes(out);
+            try (TensorStore store = TensorStore.open(Storage.local(), model.toString())) {
+                GgufExporter plan = GgufExporter.forModel(Storage.local(), model.toString(), store, type,
+                        GgufRecipe.Options.DEFAULT, GgufMetadata.Options.DEFAULT);
+                ByteArrayOutputStream rtn = new ByteArrayOutputStream();
+                plan.write(rtn, new RtnProducer(store));
+                byte[] rtnBytes = rtn.toByteArray();
+                assertEquals(rtnBytes.length, gptq.length, kind);
+                for (ExportTensor t : plan.tensors()) {
+                    long at = plan.layout().absoluteOffset(t.index());
+                    boolean same = java.util.Arrays.equals(rtnBytes, (int) at, (int) (at + t.bytes()), gptq,
+                            (int) at, (int) (at + t.bytes()));
+                    boolean decoderMatrix = t.quantized() && t.name().startsWith("blk.");
+                    assertEquals(!decoderMatrix, same, kind + " " + t.name()
+                            + " differs from RTN exactly when GPTQ quantized it");
+                }
+            }
+            if (kind.equals("qwen3moe")) {
+                Path one = tmp.resolve("gptq-" + kind + "-local1.gguf");
+                CliRun r1 = GgufQuantizeTest.quantize(model, one, "local[1]", "--format", "gguf", "--gguf-type",
+                        type.name(), "--calibration", calib.toString());
+                assertEquals(0, r1.exitCode(), r1.err());
+                assertArrayEquals(gptq, Files.readAllBytes(one), "local[1] and local[2] write the same bytes");
+            }
+            Path dir = tmp.resolve("py-" + kind);
+            TestPython.check(python, List.of("python/gguf_check.py", out.toString(), dir.toString()), 300);
+            try (GgufReader r = GgufReader.open(out)) {
+                for (int i = 0; i < r.tensors().size(); i++) {
+                    GgufTensorInfo t = r.tensors().get(i);
+                    byte[] b = Files.readAllBytes(dir.resolve(i + ".f32"));
+                    float[] py = new float[b.length / 4];
+                    java.nio.ByteBuffer.wrap(b).order(java.nio.ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(py);
+                    assertArrayEquals(py, r.readFloats(t.name()), kind + " " + t.name() + ": gguf-py's values");
                 }
             }
         }
