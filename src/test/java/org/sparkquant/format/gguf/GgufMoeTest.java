@@ -119,6 +119,44 @@ class GgufMoeTest {
         }
     }
 
+    /** A GPTQ-calibrated MoE GGUF from the pipeline runs in llama.cpp close to the dense model, as RTN does. */
+    @Test
+    void gptqExportsRunInLlamaCpp() throws IOException {
+        LlamaCpp llama = LlamaCpp.require();
+        Path python = TestPython.require("torch", "transformers", "numpy");
+        Path calib = tmp.resolve("calib.txt");
+        Files.writeString(calib, org.sparkquant.testing.TestText.sentences(9, 200, "river", "stone", "light",
+                "quant", "block", "scale", "grid", "error", "feed", "back"));
+        for (String kind : GgufMoeModels.ALL) {
+            Path model = GgufMoeModels.write(tmp, kind);
+            Path gptq = tmp.resolve(kind + "-gptq-Q4_K_M.gguf");
+            org.sparkquant.cli.CliRun run = org.sparkquant.cli.CliRun.of("quantize", "--model", model.toString(),
+                    "--output", gptq.toString(), "--format", "gguf", "--gguf-type", "Q4_K_M", "--calibration",
+                    calib.toString(), "--samples", "8", "--seq-len", "48", "--samples-per-partition", "3", "--conf",
+                    "spark.master=local[2]", "--conf", "spark.ui.enabled=false");
+            assertEquals(0, run.exitCode(), run.err());
+            Path rtn = GgufLlamaCppTest.export(model, LlamaFileType.Q4_K_M, tmp);
+            int[] withBos;
+            try (TextTokenizer t = TextTokenizer.load(Storage.local(), model.toString())) {
+                withBos = t.encode(GgufLlamaCppTest.TEXT);
+            }
+            int[] seq = Arrays.copyOf(withBos, Math.min(48, withBos.length));
+            float[] expected = transformersLogits(python, model, seq);
+            float[] g = llama.logits(gptq, seq);
+            float[] r = llama.logits(rtn, seq);
+            double dg = 0;
+            double dr = 0;
+            for (int i = 0; i < expected.length; i++) {
+                assertTrue(Float.isFinite(g[i]), kind + ": finite logits");
+                dg += (g[i] - expected[i]) * (g[i] - expected[i]);
+                dr += (r[i] - expected[i]) * (r[i] - expected[i]);
+            }
+            System.out.printf("%s: llama.cpp logits MSE vs dense, GPTQ Q4_K_M %.4e, RTN Q4_K_M %.4e%n", kind,
+                    dg / expected.length, dr / expected.length);
+            assertTrue(dg < 2 * dr, kind + ": GPTQ logits far from the dense model's: " + dg + " vs RTN " + dr);
+        }
+    }
+
     private Path ids(int[] ids) throws IOException {
         Path in = Files.createTempFile(tmp, "ids", ".bin");
         ByteBuffer b = ByteBuffer.allocate(4 * ids.length).order(ByteOrder.LITTLE_ENDIAN);
