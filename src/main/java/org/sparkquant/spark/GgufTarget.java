@@ -320,7 +320,8 @@ final class GgufTarget implements OutputTarget {
 
     /**
      * {@code --export-imatrix}: llama.cpp's imatrix from the run's Hessian diagonals. With H = 2/n·Σxxᵀ over n
-     * sequences, Σx² = diag(H)·n/2, over the input's token count.
+     * sequences, Σx² = diag(H)·n/2, over the input's token count. A stacked expert tensor gets one slice per expert,
+     * from the tokens routed to it.
      */
     static void writeImatrix(Storage storage, QuantizeJob job, ModelInventory inventory, List<String> modules,
             Map<String, InputSummary> inputs, String architecture) {
@@ -329,7 +330,14 @@ final class GgufTarget implements OutputTarget {
         String arch = GgufNames.architecture(architecture);
         for (List<LinearModule> layer : inventory.layers()) {
             for (LinearModule m : layer) {
-                InputSummary s = inputs.get(m.layer() + "/" + m.input());
+                InputSummary s = inputs.get(m.hessianKey());
+                int experts = inventory.experts(m.layer());
+                if (m.routed() && modules.contains(m.name()) && (s == null || s.diagonal() == null)) {
+                    // an expert no token reached: its slice stays, with 0 tokens (llama-quantize then weighs 1)
+                    builder.addExpert(GgufNames.ggufName(arch, m.weight()).orElseThrow(), m.expert(), experts,
+                            new double[m.inFeatures()], 0);
+                    continue;
+                }
                 if (!modules.contains(m.name()) || s == null || s.diagonal() == null) {
                     continue;
                 }
@@ -338,7 +346,7 @@ final class GgufTarget implements OutputTarget {
                 for (int i = 0; i < d.length; i++) {
                     sums[i] = d[i] * s.sequences() / 2.0;
                 }
-                builder.addHf(arch, m.weight(), sums, s.tokens());
+                builder.addHf(arch, m.weight(), experts, sums, s.tokens());
                 sequences = Math.max(sequences, s.sequences());
             }
         }

@@ -78,10 +78,9 @@ public final class QuantizePipeline {
             try (TensorStore store = TensorStore.open(storage, job.model())) {
                 inventory = ModelInventory.of(source.config(), store);
             }
-            if (inventory.moe() && (job.saveHessians() != null || job.exportImatrix() != null)) {
-                throw SparkQuantException.badInput((job.saveHessians() != null ? "--save-hessians" : "--export-imatrix")
-                        + " is not supported for mixture-of-experts models (" + inventory.config().modelType()
-                        + ") yet");
+            if (inventory.moe() && job.saveHessians() != null) {
+                throw SparkQuantException.badInput("--save-hessians is not supported for mixture-of-experts models ("
+                        + inventory.config().modelType() + ") yet");
             }
             List<LinearModule> quantized = target.plan(storage, inventory, progress);
             WorkDir work = target.workDir(storage).withFaults(faults);

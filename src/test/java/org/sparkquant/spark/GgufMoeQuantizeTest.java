@@ -117,6 +117,37 @@ class GgufMoeQuantizeTest {
         }
     }
 
+    /** --export-imatrix of an MoE model: one slice per expert, with the tokens the report says it was routed. */
+    @Test
+    void exportedImatrixHasOneSlicePerExpert() throws Exception {
+        Path calib = tmp.resolve("calib-imatrix.txt");
+        Files.writeString(calib, TestText.sentences(9, 200, "river", "stone", "light", "quant", "block", "scale",
+                "grid", "error", "feed", "back"));
+        Path model = GgufMoeModels.write(tmp.resolve("imatrix"), "qwen2moe");
+        Path out = tmp.resolve("imatrix-qwen2moe.gguf");
+        Path imatrix = tmp.resolve("qwen2moe.imatrix.gguf");
+        CliRun run = GgufQuantizeTest.quantize(model, out, "local[2]", "--format", "gguf", "--gguf-type", "Q4_K_M",
+                "--method", "rtn", "--calibration", calib.toString(), "--export-imatrix", imatrix.toString());
+        assertEquals(0, run.exitCode(), run.err());
+        org.sparkquant.format.gguf.GgufImatrix m = org.sparkquant.format.gguf.GgufImatrix.read(Storage.local(),
+                imatrix.toString());
+        int experts = GgufMoeModels.experts("qwen2moe");
+        for (com.fasterxml.jackson.databind.JsonNode mod : GgufQuantizeTest.report(out).get("modules")) {
+            String name = mod.get("name").asText();
+            if (!mod.has("expert") || mod.get("expert").asInt() < 0) {
+                continue;
+            }
+            int e = mod.get("expert").asInt();
+            String proj = name.substring(name.lastIndexOf('.') + 1).replace("_proj", "");
+            String tensor = "blk." + mod.get("layer").asInt() + ".ffn_" + proj + "_exps.weight";
+            org.sparkquant.format.gguf.GgufImatrix.Entry entry = m.entries().get(tensor);
+            assertEquals(experts, entry.counts().length, tensor);
+            assertEquals(mod.get("tokens").asLong(), entry.counts()[e], tensor + " expert " + e);
+        }
+        assertEquals(1, m.entries().get("blk.0.ffn_gate_shexp.weight").counts().length, "shared expert: one matrix");
+        assertEquals(8L * 48, m.entries().get("blk.0.ffn_gate_shexp.weight").counts()[0], "every token");
+    }
+
     /** The report lists the last expert's down projection of the last layer as a quantized module. */
     private static void checkReport(Path out, String kind) throws Exception {
         String text = GgufQuantizeTest.report(out).toString();

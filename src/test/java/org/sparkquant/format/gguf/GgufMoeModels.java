@@ -114,7 +114,7 @@ public final class GgufMoeModels {
     }
 
     /** Every tensor of the checkpoint with its PyTorch shape. */
-    static Map<String, long[]> tensors(String kind, int vocab) {
+    public static Map<String, long[]> tensors(String kind, int vocab) {
         Map<String, long[]> t = new LinkedHashMap<>();
         t.put("model.embed_tokens.weight", new long[] {vocab, HIDDEN});
         t.put("model.norm.weight", new long[] {HIDDEN});

@@ -157,6 +157,61 @@ class GgufMoeTest {
         }
     }
 
+    /**
+     * An imatrix with one slice per expert (one expert that saw no token) weighs each expert's rows with its own
+     * slice, byte for byte as llama-quantize --imatrix does.
+     */
+    @Test
+    void imatrixWeighsEachExpertLikeLlamaQuantize() throws IOException {
+        LlamaCpp llama = LlamaCpp.require();
+        for (String kind : GgufMoeModels.ALL) {
+            Path model = GgufMoeModels.write(tmp, kind);
+            int experts = GgufMoeModels.experts(kind);
+            String arch = kind.equals("mixtral") ? "llama" : kind;
+            java.util.SplittableRandom r = new java.util.SplittableRandom(kind.hashCode());
+            GgufImatrix.Builder b = GgufImatrix.builder(48).dataset("calib.txt");
+            GgufMoeModels.tensors(kind, kind.equals("mixtral") ? 556 : 432).forEach((name, shape) -> {
+                if (shape.length != 2 || !name.startsWith("model.layers.") || name.endsWith("gate.weight")
+                        || name.endsWith("shared_expert_gate.weight")) {
+                    return; // norms, biases, routers, shared gate: no imatrix entry
+                }
+                boolean silent = name.contains("experts.1.");
+                double[] sums = new double[(int) shape[1]];
+                for (int i = 0; i < sums.length; i++) {
+                    sums[i] = silent ? 0 : 1 + 50 * r.nextDouble() * r.nextDouble();
+                }
+                b.addHf(arch, name, experts, sums, silent ? 0 : 40 + r.nextInt(100));
+            });
+            GgufImatrix m = b.chunks(4).build();
+            GgufImatrix.Entry down = m.entries().get("blk.1.ffn_down_exps.weight");
+            assertEquals(experts, down.counts().length, kind);
+            assertEquals(0L, down.counts()[1], kind);
+            Path imatrix = tmp.resolve(kind + ".imatrix.gguf");
+            m.write(Storage.local(), imatrix.toString());
+            Path f32 = GgufLlamaCppTest.export(model, LlamaFileType.F32, tmp);
+            for (LlamaFileType type : List.of(LlamaFileType.Q4_K_M, LlamaFileType.Q4_0, LlamaFileType.Q2_K)) {
+                Path ours = tmp.resolve(kind + "-imatrix-" + type + ".gguf");
+                try (org.sparkquant.io.TensorStore store = org.sparkquant.io.TensorStore.open(Storage.local(),
+                        model.toString())) {
+                    GgufExporter.forModel(Storage.local(), model.toString(), store, type,
+                            GgufRecipe.Options.DEFAULT.withImatrix(true), GgufMetadata.Options.DEFAULT)
+                            .write(Storage.local(), ours.toString(), new RtnProducer(store, m::importance));
+                }
+                Path theirs = tmp.resolve(kind + "-lq-imatrix-" + type + ".gguf");
+                llama.run("llama-quantize", "--imatrix", LlamaCpp.abs(imatrix), LlamaCpp.abs(f32),
+                        LlamaCpp.abs(theirs), type.name(), "2");
+                try (GgufReader a = GgufReader.open(ours); GgufReader c = GgufReader.open(theirs)) {
+                    assertEquals(a.tensors().stream().map(GgufTensorInfo::tensor).toList(),
+                            c.tensors().stream().map(GgufTensorInfo::tensor).toList(), kind + " " + type);
+                    for (GgufTensorInfo t : a.tensors()) {
+                        assertArrayEquals(a.readTensor(t.name()), c.readTensor(t.name()), kind + " " + type + " "
+                                + t.name());
+                    }
+                }
+            }
+        }
+    }
+
     private Path ids(int[] ids) throws IOException {
         Path in = Files.createTempFile(tmp, "ids", ".bin");
         ByteBuffer b = ByteBuffer.allocate(4 * ids.length).order(ByteOrder.LITTLE_ENDIAN);
