@@ -31,7 +31,8 @@ import org.sparkquant.testing.TestText;
  * nearest) the file is byte-identical to the standalone exporter, which GgufMoeTest proves equal to llama-quantize.
  * With calibration each expert is GPTQ-coded onto ggml's grid with the Hessian of the tokens routed to it: it
  * beats round-to-nearest into the same type on every expert that has enough tokens, the rest of the file is the
- * exporter's bytes, the bytes do not depend on the cores, and gguf-py reads the file to Java's values.
+ * exporter's bytes, the bytes do not depend on the cores, gguf-py reads the file to Java's values, and llama.cpp
+ * runs it.
  */
 class GgufMoeQuantizeTest {
     @TempDir
@@ -41,7 +42,8 @@ class GgufMoeQuantizeTest {
     void rtnOfEveryArchitectureIsTheExportersBytes() throws Exception {
         for (String kind : GgufMoeModels.ALL) {
             Path model = GgufMoeModels.write(tmp, kind);
-            for (LlamaFileType type : List.of(LlamaFileType.Q4_K_M, LlamaFileType.Q8_0)) {
+            for (LlamaFileType type : kind.equals("qwen3moe") ? List.of(LlamaFileType.Q4_K_M, LlamaFileType.Q8_0)
+                    : List.of(LlamaFileType.Q4_K_M)) {
                 Path out = tmp.resolve(kind + "-" + type + ".gguf");
                 CliRun run = GgufQuantizeTest.quantize(model, out, "local[2]", "--format", "gguf", "--gguf-type",
                         type.name(), "--method", "rtn");
@@ -63,7 +65,8 @@ class GgufMoeQuantizeTest {
         Path calib = tmp.resolve("calib.txt");
         Files.writeString(calib, TestText.sentences(9, 200, "river", "stone", "light", "quant", "block", "scale",
                 "grid", "error", "feed", "back"));
-        for (String kind : GgufMoeModels.ALL) {
+        // mixtral: permuted q/k, 8-expert rules; qwen2moe: routed and shared experts (qwen3moe: RTN test above)
+        for (String kind : List.of("mixtral", "qwen2moe")) {
             Path model = GgufMoeModels.write(tmp.resolve("gptq"), kind);
             LlamaFileType type = LlamaFileType.Q4_K_M;
             Path out = tmp.resolve("gptq-" + kind + ".gguf");
@@ -96,7 +99,10 @@ class GgufMoeQuantizeTest {
                             + " differs from RTN exactly when GPTQ quantized it");
                 }
             }
-            if (kind.equals("qwen3moe")) {
+            if (kind.equals("qwen2moe")) {
+                llamaCppRuns(model, out, rtnFile(model, type));
+            }
+            if (kind.equals("qwen2moe")) {
                 Path one = tmp.resolve("gptq-" + kind + "-local1.gguf");
                 CliRun r1 = GgufQuantizeTest.quantize(model, one, "local[1]", "--format", "gguf", "--gguf-type",
                         type.name(), "--calibration", calib.toString());
@@ -146,6 +152,56 @@ class GgufMoeQuantizeTest {
         }
         assertEquals(1, m.entries().get("blk.0.ffn_gate_shexp.weight").counts().length, "shared expert: one matrix");
         assertEquals(8L * 48, m.entries().get("blk.0.ffn_gate_shexp.weight").counts()[0], "every token");
+    }
+
+    private static Path rtnFile(Path model, LlamaFileType type) throws Exception {
+        Path out = tmp.resolve(model.getFileName() + "-exporter-" + type + ".gguf");
+        try (TensorStore store = TensorStore.open(Storage.local(), model.toString())) {
+            GgufExporter.forModel(Storage.local(), model.toString(), store, type, GgufRecipe.Options.DEFAULT,
+                    GgufMetadata.Options.DEFAULT).write(Storage.local(), out.toString(), new RtnProducer(store));
+        }
+        return out;
+    }
+
+    /**
+     * The GPTQ file runs in llama.cpp (when its tools and transformers are here), with logits as close to
+     * transformers' dense logits as the RTN file's (a loose bound: random weights, unrelated calibration text).
+     */
+    private static void llamaCppRuns(Path model, Path gptq, Path rtn) throws Exception {
+        var llama = org.sparkquant.format.gguf.LlamaCpp.available();
+        var python = TestPython.interpreter();
+        if (llama.isEmpty() || python.isEmpty()
+                || TestPython.run(python.get(), List.of("-c", "import torch, transformers"), 120).exitCode() != 0) {
+            System.out.println("llama.cpp or transformers unavailable: the GPTQ file is not run in llama.cpp");
+            return;
+        }
+        int[] seq = new int[40];
+        for (int i = 0; i < seq.length; i++) {
+            seq[i] = (i * 53 + 7) % 420;
+        }
+        Path ids = tmp.resolve("llama-ids.bin");
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(4 * seq.length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        b.asIntBuffer().put(seq);
+        Files.write(ids, b.array());
+        Path hf = tmp.resolve("llama-hf.f32");
+        TestPython.check(python.get(), List.of("python/hf_logits.py", model.toString(), ids.toString(), hf.toString()),
+                600);
+        byte[] raw = Files.readAllBytes(hf);
+        float[] expected = new float[raw.length / 4];
+        java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(expected);
+        float[] g = llama.get().logits(gptq, seq);
+        float[] r = llama.get().logits(rtn, seq);
+        assertEquals(expected.length, g.length);
+        double dg = 0;
+        double dr = 0;
+        for (int i = 0; i < expected.length; i++) {
+            assertTrue(Float.isFinite(g[i]), "finite logits");
+            dg += (g[i] - expected[i]) * (g[i] - expected[i]);
+            dr += (r[i] - expected[i]) * (r[i] - expected[i]);
+        }
+        System.out.printf("%s: llama.cpp logits MSE vs dense, GPTQ Q4_K_M %.4e, RTN Q4_K_M %.4e%n",
+                model.getFileName(), dg / expected.length, dr / expected.length);
+        assertTrue(dg < 2 * dr, "GPTQ logits far from the dense model's: " + dg + " vs RTN " + dr);
     }
 
     /** The report lists the last expert's down projection of the last layer as a quantized module. */
