@@ -127,6 +127,46 @@ class MoeQuantizeTest {
         }
     }
 
+    /** Mixtral's hub names (block_sparse_moe.experts.E.w1/w3/w2): every expert quantized under its own name. */
+    @Test
+    void mixtralExpertsKeepTheHubNames() throws Exception {
+        Path mixtral = tmp.resolve("mixtral");
+        ModelConfig config = SyntheticModel.write(Storage.local(), mixtral.toString(),
+                SyntheticModel.Preset.TINY_MIXTRAL, 1, DType.BF16, 23, 1L << 30);
+        Path out = tmp.resolve("mixtral-q");
+        CliRun run = quantize(FaultHook.NONE, mixtral, out, "local[2]", "--bits", "3");
+        assertEquals(0, run.exitCode(), run.err());
+        JsonNode report = report(out);
+        int experts = 0;
+        for (JsonNode m : report.get("modules")) {
+            if (m.has("expert") && !m.has("fallback")) {
+                experts++;
+                assertTrue(m.get("hessian_error").asDouble() < m.get("rtn_hessian_error").asDouble(), m.toString());
+            }
+        }
+        assertTrue(experts >= 3 * 6, "experts with their own Hessians: " + experts);
+        try (TensorStore store = TensorStore.open(Storage.local(), out.toString())) {
+            for (int e = 0; e < 8; e++) {
+                for (String w : List.of("w1", "w2", "w3")) {
+                    assertTrue(store.contains("model.layers.0.block_sparse_moe.experts." + e + "." + w + ".qweight"));
+                }
+            }
+            assertTrue(store.contains(config.moe().routerTensor(0)));
+        }
+    }
+
+    @Test
+    @org.junit.jupiter.api.Tag("cluster")
+    void multiJvmClusterGivesTheSameBytes() {
+        Path local = tmp.resolve("moe-local");
+        assertEquals(0, quantize(FaultHook.NONE, qwen2, local, "local[2]").exitCode());
+        Path cluster = tmp.resolve("moe-cluster");
+        CliRun run = quantize(FaultHook.NONE, qwen2, cluster, "local-cluster[2,1,1024]", "--conf",
+                "spark.executor.extraClassPath=" + System.getProperty("java.class.path"));
+        assertEquals(0, run.exitCode(), run.err());
+        OutputFiles.assertIdentical(local, cluster, QuantizePipelineTest.TIMED);
+    }
+
     @Test
     void expertsWithFewTokensFallBackToTheLayerOrToRtn() throws Exception {
         // a threshold above most experts' share (12 × 48 tokens × top-4 / 16 experts = 144 on average)
