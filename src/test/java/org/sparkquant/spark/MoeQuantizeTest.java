@@ -127,6 +127,27 @@ class MoeQuantizeTest {
         }
     }
 
+    /** Without true-sequential, every input comes from the unquantized layer: the experts still beat RTN. */
+    @Test
+    void withoutTrueSequentialTheExpertsStillUseTheirOwnHessians() throws Exception {
+        Path out = tmp.resolve("not-sequential");
+        CliRun run = quantize(FaultHook.NONE, qwen2, out, "local[2]", "--no-true-sequential",
+                "--expert-min-tokens", "100");
+        assertEquals(0, run.exitCode(), run.err());
+        int own = 0;
+        int fallback = 0;
+        for (JsonNode m : report(out).get("modules")) {
+            if (m.has("fallback")) {
+                fallback++;
+            } else if (m.has("expert")) {
+                own++;
+            }
+            assertTrue(m.get("hessian_error").asDouble() < m.get("rtn_hessian_error").asDouble(), m.toString());
+        }
+        assertTrue(own > 0 && fallback > 0, own + " experts' modules with their own Hessians, " + fallback
+                + " with the layer's");
+    }
+
     /** Mixtral's hub names (block_sparse_moe.experts.E.w1/w3/w2): every expert quantized under its own name. */
     @Test
     void mixtralExpertsKeepTheHubNames() throws Exception {
