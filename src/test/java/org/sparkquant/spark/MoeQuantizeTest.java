@@ -307,6 +307,8 @@ class MoeQuantizeTest {
         assertTrue(below > 0 && below < 16, "some experts fall below 150 tokens: " + below);
         assertEquals(below, rtnReport.get("moe").get("experts_below_threshold").asLong());
         assertEquals("layer", layerReport.get("moe").get("expert_fallback").asText());
+        String html = Files.readString(layer.resolve(QuantizePipeline.REPORT_HTML));
+        assertTrue(html.contains("experts below 150 tokens") && html.contains(below + " of 16 (layer)"), html);
         for (int i = 0; i < layerReport.get("modules").size(); i++) {
             JsonNode l = layerReport.get("modules").get(i);
             JsonNode r = rtnReport.get("modules").get(i);
