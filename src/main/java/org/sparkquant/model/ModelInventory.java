@@ -120,6 +120,14 @@ public final class ModelInventory implements Serializable {
         Map<String, TensorInfo> tensors = new LinkedHashMap<>();
         for (Map.Entry<String, long[]> e : plan.expected.entrySet()) {
             String name = e.getKey();
+            if (!store.contains(name) && config.moe() != null && name.contains(".experts.")) {
+                String fused = name.substring(0, name.indexOf(".experts.")) + ".experts.gate_up_proj";
+                if (store.contains(fused)) {
+                    throw SparkQuantException.badInput(store.directory() + ": '" + fused + "' is a fused 3-D expert "
+                            + "tensor (transformers' in-memory layout); expected one 2-D tensor per expert and "
+                            + "projection, e.g. '" + name + "', as save_pretrained writes them");
+                }
+            }
             if (!store.contains(name)) {
                 throw SparkQuantException.badInput(store.directory() + ": missing tensor '" + name + "' (expected shape "
                         + Arrays.toString(e.getValue()) + " for " + config.modelType() + ")");

@@ -219,15 +219,15 @@ public final class QuantizePipeline {
             List<LinearModule> modules, Map<String, InputSummary> inputs) {
         Set<LayerHessians.Key> first = new java.util.LinkedHashSet<>();
         Set<LayerHessians.Key> downs = new java.util.LinkedHashSet<>();
+        // the all-token MLP input first, then each expert's: the packing MemoryPlan.moePassBytes bounds
+        modules.stream().filter(m -> m.routed() && m.input() == Input.MLP_IN).findFirst()
+                .ifPresent(m -> first.add(new LayerHessians.Key(Input.MLP_IN, -1, m.inFeatures())));
         for (LinearModule m : modules) {
             LayerHessians.Key k = LayerHessians.Key.of(m);
             if (m.routed() && m.input() == Input.DOWN_IN) {
                 downs.add(k);
             } else {
                 first.add(k);
-            }
-            if (m.routed() && m.input() == Input.MLP_IN) {
-                first.add(new LayerHessians.Key(Input.MLP_IN, -1, m.inFeatures()));
             }
         }
         if (!first.isEmpty()) {

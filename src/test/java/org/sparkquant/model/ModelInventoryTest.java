@@ -196,6 +196,13 @@ class ModelInventoryTest {
                         + "[96, 64] for mixtral)");
         assertRejected("tiny-qwen2-moe", t -> t.remove("model.layers.2.mlp.shared_expert_gate.weight"), Map.of(),
                 "missing tensor 'model.layers.2.mlp.shared_expert_gate.weight' (expected shape [1, 64]");
+        assertRejected("tiny-qwen3-moe", t -> {
+            t.keySet().removeIf(n -> n.startsWith("model.layers.0.mlp.experts."));
+            t.put("model.layers.0.mlp.experts.gate_up_proj", new long[] {16, 64, 64});
+            t.put("model.layers.0.mlp.experts.down_proj", new long[] {16, 64, 32});
+        }, Map.of(), "'model.layers.0.mlp.experts.gate_up_proj' is a fused 3-D expert tensor (transformers' "
+                + "in-memory layout); expected one 2-D tensor per expert and projection, e.g. "
+                + "'model.layers.0.mlp.experts.0.gate_proj.weight'");
         assertRejected("tiny-qwen3-moe", t -> t.remove("model.layers.0.mlp.gate.weight"), Map.of(),
                 "missing tensor 'model.layers.0.mlp.gate.weight' (expected shape [16, 64] for qwen3_moe)");
     }

@@ -38,6 +38,25 @@ class SyntheticMoeTest {
         }
     }
 
+    /** The memory plan of Qwen3-30B-A3B: a task holds a 1 GiB pass of the experts' accumulators, not all 8 GiB. */
+    @Test
+    void memoryPlanBoundsTheExpertsHessiansPerPass() {
+        ModelConfig config = ModelConfig.parse(SyntheticModel.configJson(SyntheticModel.Preset.QWEN3_30B_A3B.shape(),
+                DType.BF16), "preset");
+        ModelInventory inventory = ModelInventory.of(config);
+        long perExpert = 16L * 2048 * 2048; // two longs per entry of a 2048-wide accumulator
+        long allExperts = 129 * perExpert; // 128 experts' gate/up inputs and the layer's all-token one
+        MemoryPlan plan = MemoryPlan.of(inventory, 128, 2048, 8);
+        assertEquals(16 * perExpert, plan.moePassBytes());
+        assertTrue(plan.moePassBytes() <= MemoryPlan.MOE_PASS_BYTES && plan.moePassBytes() < allExperts / 8);
+        assertTrue(plan.executorBytes() >= plan.largestLayerFp32Bytes() + plan.moePassBytes());
+        // the work directory holds one layer's Hessians: every expert's gate/up and down, and the all-token one
+        long hessians = 129L * 2048 * 2048 * 8 + 128L * 768 * 768 * 8;
+        assertTrue(plan.workBytes() > hessians, plan.workBytes() + " vs " + hessians);
+        MemoryPlan dense = MemoryPlan.of(ModelInventory.of(ModelConfigTest.parse("qwen3-0.6b")), 128, 2048, 8);
+        assertEquals(0, dense.moePassBytes());
+    }
+
     /** Tiny presets of every class: written, accepted by the inventory, and routing tokens to many experts. */
     @Test
     void tinyPresetsAreCheckpointsThatRoute() {
