@@ -5,6 +5,10 @@
 #
 #   bench/pipeline.sh                  dev-llama2-26m from ../shared (or a generated model when it is absent)
 #   bench/pipeline.sh --scale          a generated stack of Llama-3-8B-shaped layers (2 layers; slow: tens of minutes)
+#   bench/pipeline.sh --moe            a generated tiny qwen3_moe (4 layers, 16 experts, top-4): experts' Hessians and
+#                                      blocks as Spark work (quick)
+#   bench/pipeline.sh --moe-scale      one Qwen3-30B-A3B-shaped layer (128 experts of 768, top-8; 2.3 GiB fp32 of
+#                                      experts per layer; slow)
 #   SAMPLES=32 SEQ_LEN=512 bench/pipeline.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +18,15 @@ mkdir -p "$work"
 samples="${SAMPLES:-32}"
 seq_len="${SEQ_LEN:-512}"
 
-if [[ "${1:-}" == "--scale" ]]; then
+if [[ "${1:-}" == "--moe" ]]; then
+  model="$work/tiny-qwen3-moe"
+  [[ -d "$model" ]] || bin/sparkquant generate --output "$model" --preset tiny-qwen3-moe
+  calib="$here/README.md"
+elif [[ "${1:-}" == "--moe-scale" ]]; then
+  model="$work/qwen3-30b-a3b-1layer"
+  [[ -d "$model" ]] || bin/sparkquant generate --output "$model" --preset qwen3-30b-a3b --layers 1
+  calib="$here/README.md"
+elif [[ "${1:-}" == "--scale" ]]; then
   model="$work/llama3-8b-2layers"
   [[ -d "$model" ]] || bin/sparkquant generate --output "$model" --preset llama3-8b --layers 2
   calib="$here/README.md"

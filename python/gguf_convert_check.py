@@ -2,10 +2,11 @@
 Hugging Face model directory (the converter of the llama.cpp source the npm build 3.22.1 was made from; see
 python/gguf_llama.py setup-source), for the Java parity tests of org.sparkquant.format.gguf.
 
-Usage: python python/gguf_convert_check.py MODEL_DIR JAVA.gguf OUTTYPE PRE OUT.json
+Usage: python python/gguf_convert_check.py MODEL_DIR JAVA.gguf OUTTYPE PRE OUT.json [KEEP.gguf]
   OUTTYPE  the converter's --outtype (f32, f16, bf16, q8_0)
   PRE      the pre-tokenizer name to use when the converter does not know the tokenizer's hash (it raises then:
            small test tokenizers trained with Llama 3's or Qwen's rules have no known hash); "-" for none
+  KEEP     where to keep the converter's file (e.g. to run llama-quantize on it); by default it is deleted
 
 Writes OUT.json: {"only_converter": [keys], "only_java": [keys], "differing": {key: [converter, java]},
 "tensors": {"converter": [[name, type, shape]...], "java": [...]}, "data_differs": [names]} where values are
@@ -95,8 +96,9 @@ def compare(conv_path: Path, java_path: str) -> dict:
 
 def main() -> None:
     model_dir, java, outtype, pre, out = sys.argv[1:6]
+    keep = sys.argv[6] if len(sys.argv) > 6 else None
     with tempfile.TemporaryDirectory() as d:
-        conv = Path(d) / "converter.gguf"
+        conv = Path(keep) if keep else Path(d) / "converter.gguf"
         convert(model_dir, outtype, pre, conv)
         report = compare(conv, java)
     Path(out).write_text(json.dumps(report, indent=1))

@@ -11,6 +11,11 @@ Checks, each reported by name:
                   byte-identical in the checkpoint (raw bytes and header dtype/shape, read without any library), a
                   quantized module's bias must equal torch's fp16 cast of the source bias, and every module excluded
                   by a "-:" dynamic rule must keep its dense weight;
+  --logits IDS OUT  transformers' logits (fp32) of the token ids in IDS (little-endian int32, one sequence) written to
+                  OUT (little-endian float32 [len, vocab]), computed by the model class of config.json over the
+                  dequantized weights (dense in the hub's layout, quantization_config dropped): the checkpoint as any
+                  GPTQ loader evaluates it, without needing a GPTQ kernel (GPTQModel, which transformers' GPTQ
+                  loading requires, does not install on this CPU-only machine);
   always          quantize_config.json equals config.json["quantization_config"], checkpoint_format is gptq_v2 iff
                   sym is false, tensor dtypes/shapes match bits and group_size, g_idx is within [0, G).
 Prints one JSON object (per-module sha256 of W as float32 little-endian, max_abs_diff, counts, errors) and exits 1 if
@@ -18,7 +23,8 @@ any check failed.
 
 Usage:
     python python/gptq_checkpoint_check.py CHECKPOINT_DIR [--expect FILE.safetensors] [--source SOURCE_DIR]
-Needs torch and safetensors.
+        [--logits IDS.bin OUT.f32]
+Needs torch and safetensors (and transformers for --logits).
 """
 
 import argparse
@@ -156,6 +162,7 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("--expect")
     ap.add_argument("--source")
+    ap.add_argument("--logits", nargs=2)
     args = ap.parse_args()
 
     errors = []
@@ -201,7 +208,7 @@ def main():
                     if diff != 0.0:
                         errors.append(f"{prefix}: max |W - expected| = {diff}")
         report[prefix] = entry
-        mid[prefix] = True
+        mid[prefix] = w
     if expect is not None:
         for name in expect:
             if name not in report:
@@ -237,9 +244,43 @@ def main():
                     if name.endswith(".weight") and re.match(pattern[2:], module) and name not in out:
                         errors.append(f"{module}: excluded by {pattern} but its dense weight is missing")
 
+    if args.logits:
+        logits(args.checkpoint, model_config, t, mid, *args.logits)
+
     print(json.dumps({"quantized": len(report), "dense_identical": identical, "modules": report, "errors": errors},
                      indent=1, sort_keys=True))
     return 1 if errors else 0
+
+
+def logits(checkpoint, model_config, tensors, dequantized, ids_path, out_path):
+    """Dense fp32 weights in a temporary checkpoint directory, loaded by transformers like any model."""
+    import tempfile
+
+    import numpy as np
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    dense = {}
+    for name, v in tensors.items():
+        module, kind = name.rsplit(".", 1)
+        if module in dequantized:
+            if kind == "bias":
+                dense[name] = v.float().contiguous()
+            continue
+        dense[name] = v.float().contiguous()
+    for module, w in dequantized.items():
+        dense[module + ".weight"] = w.float().contiguous()
+    config = {k: v for k, v in model_config.items() if k != "quantization_config"}
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(config, f)
+        save_file(dense, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    model.eval()
+    ids = np.fromfile(ids_path, dtype="<i4")
+    with torch.no_grad():
+        out = model(torch.tensor(ids, dtype=torch.long)[None, :]).logits[0]
+    out.float().numpy().astype("<f4").tofile(out_path)
 
 
 def load_tensors_file(path):

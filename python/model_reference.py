@@ -4,7 +4,9 @@ RopeConfig tests.
 For each config it prints the architecture fields as transformers resolves them (defaults applied), the rotary
 inverse frequencies computed by the model's own rotary-embedding module (float32, llama3 / linear scaling included),
 and every tensor a checkpoint of that model holds: the state dict of the model instantiated on the meta device (no
-memory), without lm_head.weight when the embeddings are tied (save_pretrained drops it).
+memory) in the layout save_pretrained writes (transformers 5 fuses MoE experts into 3-D tensors in memory and splits
+them back into one 2-D tensor per expert and projection when saving), without lm_head.weight when the embeddings are
+tied (save_pretrained drops it). For MoE configs it also prints the expert fields as transformers resolves them.
 
   python python/model_reference.py CONFIG.json... > src/test/resources/fixtures/model/transformers-reference.json
 
@@ -18,6 +20,7 @@ import sys
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.core_model_loading import revert_weight_conversion
 
 
 def reference(path):
@@ -26,7 +29,8 @@ def reference(path):
     config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    tensors = {name: list(t.shape) for name, t in model.state_dict().items()}
+    state = revert_weight_conversion(model, model.state_dict())
+    tensors = {name: list(t.shape) for name, t in state.items()}
     if config.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
     # the rotary module computes inv_freq in __init__; build a real (CPU) one from the same config
@@ -50,6 +54,25 @@ def reference(path):
         "inv_freq": [float(v) for v in rotary.inv_freq.double().tolist()],
         "parameters": sum(int(torch.Size(s).numel()) for s in tensors.values()),
         "tensors": tensors,
+        "moe": moe(config),
+    }
+
+
+def moe(config):
+    """The expert fields of an MoE config, None for a dense one; dense_layers as the decoder layers decide them."""
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    if not experts:
+        return None
+    only = getattr(config, "mlp_only_layers", None) or []
+    step = getattr(config, "decoder_sparse_step", 1) or 1
+    dense = [i for i in range(config.num_hidden_layers) if i in only or (i + 1) % step != 0]
+    return {
+        "experts": experts,
+        "top_k": config.num_experts_per_tok,
+        "expert_intermediate_size": getattr(config, "moe_intermediate_size", None) or config.intermediate_size,
+        "norm_topk_prob": bool(getattr(config, "norm_topk_prob", True)),
+        "shared_intermediate_size": getattr(config, "shared_expert_intermediate_size", 0) or 0,
+        "dense_layers": dense,
     }
 
 

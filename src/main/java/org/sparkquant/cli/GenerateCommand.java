@@ -15,7 +15,10 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-/** {@code sparkquant generate}: a llama checkpoint with seeded random weights, for demos and cluster smoke tests. */
+/**
+ * {@code sparkquant generate}: a llama (or mixtral / qwen MoE) checkpoint with seeded random weights, for demos and
+ * cluster smoke tests.
+ */
 @Command(name = "generate", mixinStandardHelpOptions = true,
         description = {"Write a llama checkpoint with seeded random weights and a byte-fallback tokenizer: the demo "
                 + "model of the README, or real shapes (llama3-8b) to test a cluster's setup and scale."})
@@ -30,7 +33,9 @@ public final class GenerateCommand implements Callable<Integer> {
     String output;
 
     @Option(names = "--preset", defaultValue = "tiny",
-            description = "Shape: tiny (128 hidden, 4 layers), small (256 hidden), llama3-8b (default: ${DEFAULT-VALUE}).")
+            description = "Shape: tiny (128 hidden, 4 layers), small (256 hidden), llama3-8b; mixture of experts: "
+                    + "tiny-mixtral, tiny-qwen2-moe, tiny-qwen3-moe, qwen3-30b-a3b, mixtral-8x7b "
+                    + "(default: ${DEFAULT-VALUE}).")
     String preset;
 
     @Option(names = "--layers", defaultValue = "0", description = "Override the preset's number of layers.")

@@ -12,6 +12,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkquant.SparkQuantException;
 import org.sparkquant.format.gguf.GgufModelDesc;
 import org.sparkquant.format.gguf.GgufNames;
+import org.sparkquant.format.gguf.GgufExporter;
 import org.sparkquant.format.gguf.GgufPlan;
 import org.sparkquant.format.gguf.GgufTensor;
 import org.sparkquant.format.gguf.LlamaFileType;
@@ -65,7 +66,15 @@ public final class InspectCommand implements Callable<Integer> {
             inventory = ModelInventory.of(config, store);
         }
         MemoryPlan plan = MemoryPlan.of(inventory, shape.samples, shape.seqLen, shape.samplesPerPartition);
-        GgufPlan gguf = ggufType == null ? null : ggufPlan(config, LlamaFileType.parse(ggufType));
+        GgufPlan gguf = null;
+        if (ggufType != null && config.moe() != null) {
+            // stacked expert tensors: described from the checkpoint's tensors as the exporter sees them
+            try (TensorStore store = TensorStore.open(storage, model)) {
+                gguf = GgufPlan.of(GgufExporter.describe(config, store), LlamaFileType.parse(ggufType));
+            }
+        } else if (ggufType != null) {
+            gguf = ggufPlan(config, LlamaFileType.parse(ggufType));
+        }
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
             out.println(toJson(inventory, plan, gguf));
@@ -101,11 +110,28 @@ public final class InspectCommand implements Callable<Integer> {
         out.printf("bytes          %s%n", dtypes);
         out.println();
         out.println("linear modules of each decoder layer (in -> out):");
+        int shown = 0;
+        int width = inventory.layer(0).stream().mapToInt(m -> m.name().length() - m.name().indexOf('.',
+                "model.layers.".length()) - 1).max().orElse(18);
         for (LinearModule m : inventory.layer(0)) {
+            if (m.expert() > 0) {
+                continue; // expert 0 stands for all
+            }
             String name = m.name().substring(m.name().indexOf('.', "model.layers.".length()) + 1);
-            out.printf("  %-18s %6d -> %-6d %s%n", name, m.inFeatures(), m.outFeatures(), m.bias() ? "+bias" : "");
+            out.printf("  %-" + Math.max(18, width) + "s %6d -> %-6d %s%n", name, m.inFeatures(), m.outFeatures(),
+                    m.bias() ? "+bias" : "");
+            shown++;
         }
-        out.printf("  %d quantizable modules in %d layers, %,d parameters%n", 7 * c.numLayers(), c.numLayers(),
+        if (shown < inventory.layer(0).size()) {
+            out.printf("  (and the same for experts 1..%d)%n", inventory.experts(0) - 1);
+        }
+        if (c.moe() != null) {
+            out.printf("  mixture of experts: %d experts, top-%d, %d of %d layers sparse; routers stay unquantized%n",
+                    c.moe().experts(), c.moe().topK(), c.numLayers() - c.moe().denseLayers().stream()
+                            .filter(l -> l < c.numLayers()).count(), c.numLayers());
+        }
+        out.printf("  %d quantizable modules in %d layers, %,d parameters%n",
+                inventory.layers().stream().mapToInt(java.util.List::size).sum(), c.numLayers(),
                 inventory.layers().stream().flatMap(l -> l.stream()).mapToLong(LinearModule::parameters).sum());
         out.println();
         out.printf("memory plan for %d samples x %d tokens, %d partitions of %d:%n", plan.samples(), plan.seqLen(),
@@ -121,8 +147,16 @@ public final class InspectCommand implements Callable<Integer> {
                     widths.get(e.getKey()), e.getKey().label());
         }
         out.printf("  activations per sample      %s%n", Bytes.human(plan.activationBytesPerSample()));
-        out.printf("  executor bound              %s (one layer + a partition's hidden states in and out + one "
-                + "Hessian + one factor + activations)%n", Bytes.human(plan.executorBytes()));
+        if (plan.moePassBytes() > 0) {
+            out.printf("  experts' Hessian pass       %s (per task: the experts' Hessian accumulators of a sparse layer "
+                    + "are summed in passes of at most %s, never all at once)%n", Bytes.human(plan.moePassBytes()),
+                    Bytes.human(MemoryPlan.MOE_PASS_BYTES));
+            out.printf("  executor bound              %s (one layer with all its experts + a partition's hidden states "
+                    + "in and out + one Hessian pass + one factor + activations)%n", Bytes.human(plan.executorBytes()));
+        } else {
+            out.printf("  executor bound              %s (one layer + a partition's hidden states in and out + one "
+                    + "Hessian + one factor + activations)%n", Bytes.human(plan.executorBytes()));
+        }
         out.printf("  driver bound                %s (metadata + one Hessian tile of at most %s)%n",
                 Bytes.human(plan.driverBytes()), Bytes.human(MemoryPlan.HESSIAN_TILE_BYTES));
         out.printf("  work directory bound        %s (staged codes, one layer's Hessians and factors, hidden states "
@@ -173,6 +207,9 @@ public final class InspectCommand implements Callable<Integer> {
         memory.put("executor_bytes", plan.executorBytes());
         memory.put("driver_bytes", plan.driverBytes());
         memory.put("work_bytes", plan.workBytes());
+        if (plan.moePassBytes() > 0) {
+            memory.put("moe_hessian_pass_bytes", plan.moePassBytes());
+        }
         if (gguf != null) {
             ObjectNode g = root.putObject("gguf_plan");
             g.put("file_type", gguf.fileType().name());

@@ -114,6 +114,15 @@ public final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--no-true-sequential", description = "Take every module's inputs from the unquantized layer.")
     boolean noTrueSequential;
 
+    @Option(names = "--expert-min-tokens", defaultValue = "" + QuantizeJob.DEFAULT_EXPERT_MIN_TOKENS,
+            paramLabel = "N", description = "Mixture-of-experts models: a routed expert with fewer calibration tokens "
+            + "is quantized by --expert-fallback (default: ${DEFAULT-VALUE}).")
+    int expertMinTokens;
+
+    @Option(names = "--expert-fallback", defaultValue = "layer", description = "layer (GPTQ with Hessians over every "
+            + "token of the layer) or rtn, for experts below --expert-min-tokens (default: ${DEFAULT-VALUE}).")
+    String expertFallback;
+
     @Option(names = "--calibration", paramLabel = "URI", description = "Calibration data (required for gptq).")
     String calibration;
 
@@ -188,7 +197,7 @@ public final class QuantizeCommand implements Callable<Integer> {
                 .precision(precision).trueSequential(!noTrueSequential).calibration(calibration)
                 .samples(shape.samples).seqLen(shape.seqLen).seed(seed).samplesPerPartition(shape.samplesPerPartition)
                 .saveHessians(saveHessians).maxShardBytes(Sizes.parse(maxShardSize, "--max-shard-size"))
-                .unpackable(unpackable)
+                .unpackable(unpackable).expertMinTokens(expertMinTokens).expertFallback(expertFallback)
                 .build();
         shape.checkDriverMemory();
         Storage storage = common.storage();

@@ -12,8 +12,10 @@ import org.sparkquant.io.Storage;
 
 /**
  * What the project needs of a Hugging Face {@code config.json}: the decoder-only llama family (llama, mistral, qwen2,
- * qwen3). Architectural differences are flags rather than subclasses: qwen2 has q/k/v bias, qwen3 per-head q/k
- * RMSNorm, mistral and qwen2 an optional sliding window.
+ * qwen3) and its mixture-of-experts relatives (mixtral, qwen2_moe, qwen3_moe). Architectural differences are flags
+ * rather than subclasses: qwen2 has q/k/v bias, qwen3 per-head q/k RMSNorm, mistral and qwen2 an optional sliding
+ * window; an MoE model has a {@link MoeConfig} ({@link #moe()}, null for a dense model), and
+ * {@link #intermediateSize()} is then the width of its dense MLP layers (mixtral has none).
  */
 public record ModelConfig(
         String modelType,
@@ -35,9 +37,21 @@ public record ModelConfig(
         int maxPositionEmbeddings,
         int bosTokenId,
         int eosTokenId,
-        String dtype) implements Serializable {
+        String dtype,
+        MoeConfig moe) implements Serializable {
 
-    public static final List<String> SUPPORTED = List.of("llama", "mistral", "qwen2", "qwen3");
+    public static final List<String> SUPPORTED =
+            List.of("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe");
+
+    /** A dense model's config (no experts). */
+    public ModelConfig(String modelType, int hiddenSize, int intermediateSize, int numLayers, int numHeads,
+            int numKvHeads, int headDim, int vocabSize, double rmsNormEps, RopeConfig rope, boolean tieWordEmbeddings,
+            boolean attentionBias, boolean attentionOutputBias, boolean mlpBias, boolean qkNorm, int slidingWindow,
+            int maxPositionEmbeddings, int bosTokenId, int eosTokenId, String dtype) {
+        this(modelType, hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize, rmsNormEps,
+                rope, tieWordEmbeddings, attentionBias, attentionOutputBias, mlpBias, qkNorm, slidingWindow,
+                maxPositionEmbeddings, bosTokenId, eosTokenId, dtype, null);
+    }
 
     /** transformers' MistralConfig.sliding_window when config.json does not set it. */
     static final int MISTRAL_DEFAULT_WINDOW = 4096;
@@ -91,25 +105,34 @@ public record ModelConfig(
             throw SparkQuantException.badInput(source + ": head_dim " + headDim + " must be even for RoPE");
         }
         boolean qwen2 = type.equals("qwen2");
-        boolean qwen3 = type.equals("qwen3");
-        boolean attentionBias = qwen2 || r.bool("attention_bias", false);
-        // qwen2 has bias on q, k, v but not on o_proj; llama's attention_bias covers all four
-        boolean outputBias = !qwen2 && r.bool("attention_bias", false);
+        boolean qwen2Moe = type.equals("qwen2_moe");
+        boolean qwen3 = type.equals("qwen3") || type.equals("qwen3_moe");
+        // qwen2 has bias on q, k, v but not on o_proj (qwen2_moe: qkv_bias, default on); llama's attention_bias
+        // covers all four
+        boolean attentionBias = qwen2 || (qwen2Moe ? r.bool("qkv_bias", true) : r.bool("attention_bias", false));
+        boolean outputBias = !qwen2 && !qwen2Moe && r.bool("attention_bias", false);
+        MoeConfig moe = MoeConfig.parse(type, root, source);
         int window = 0;
-        if (type.equals("mistral")) {
+        if (type.equals("mixtral")) {
+            // MixtralConfig.sliding_window defaults to none
+            if (r.present("sliding_window")) {
+                window = r.positiveInt("sliding_window");
+            }
+        } else if (type.equals("mistral")) {
             // transformers' MistralConfig defaults a missing sliding_window to 4096; an explicit null means none
             if (!r.has("sliding_window")) {
                 window = MISTRAL_DEFAULT_WINDOW;
             } else if (!root.get("sliding_window").isNull()) {
                 window = r.positiveInt("sliding_window");
             }
-        } else if ((qwen2 || qwen3) && r.bool("use_sliding_window", false)) {
+        } else if ((qwen2 || qwen2Moe || qwen3) && r.bool("use_sliding_window", false)) {
             throw SparkQuantException.badInput(source + ": use_sliding_window=true is not supported for " + type);
         }
         return new ModelConfig(
                 type,
                 hidden,
-                r.positiveInt("intermediate_size"),
+                moe != null && moe.denseLayers().isEmpty() && !r.present("intermediate_size")
+                        ? moe.expertIntermediateSize() : r.positiveInt("intermediate_size"),
                 r.positiveInt("num_hidden_layers"),
                 heads,
                 kvHeads,
@@ -126,7 +149,13 @@ public record ModelConfig(
                 r.has("max_position_embeddings") ? r.positiveInt("max_position_embeddings") : 2048,
                 r.intOr("bos_token_id", -1),
                 r.intOr("eos_token_id", -1),
-                r.string("torch_dtype", r.string("dtype", "float32")));
+                r.string("torch_dtype", r.string("dtype", "float32")),
+                moe);
+    }
+
+    /** Whether layer {@code layer}'s MLP is a mixture of experts (false for every layer of a dense model). */
+    public boolean sparse(int layer) {
+        return moe != null && moe.sparse(layer);
     }
 
     private static RopeConfig rope(Reader r, JsonNode root, String source) {
@@ -171,7 +200,7 @@ public record ModelConfig(
         return numKvHeads * headDim;
     }
 
-    private record Reader(JsonNode node, String source) {
+    record Reader(JsonNode node, String source) {
         boolean has(String key) {
             return node.has(key);
         }

@@ -23,22 +23,52 @@ import org.sparkquant.io.TensorSpec;
 /**
  * Writes a llama checkpoint with seeded random weights and a byte-fallback BPE tokenizer: the project's own demo
  * model (no download needed) and a way to produce models of real shapes (e.g. Llama-3-8B layers) for scale tests.
+ * The MoE presets write mixtral, qwen2_moe and qwen3_moe checkpoints in the hub's per-expert layout.
  * Tensors are generated and written one at a time, so the model never has to fit in memory.
  */
 public final class SyntheticModel {
-    /** A llama shape: widths, layer and head counts, vocabulary, RoPE base, whether embeddings are tied. */
+    /**
+     * A llama shape: widths, layer and head counts, vocabulary, RoPE base, whether embeddings are tied; with
+     * {@code moe}, a mixture-of-experts model of that architecture ({@code ffn} is then the width of its dense layers).
+     */
     public record Shape(int hidden, int ffn, int layers, int heads, int kvHeads, int vocab, double ropeTheta,
-            boolean tied) {
+            boolean tied, Experts moe) {
+        public Shape(int hidden, int ffn, int layers, int heads, int kvHeads, int vocab, double ropeTheta,
+                boolean tied) {
+            this(hidden, ffn, layers, heads, kvHeads, vocab, ropeTheta, tied, null);
+        }
+
         public Shape withLayers(int n) {
-            return new Shape(hidden, ffn, n, heads, kvHeads, vocab, ropeTheta, tied);
+            return new Shape(hidden, ffn, n, heads, kvHeads, vocab, ropeTheta, tied, moe);
         }
     }
 
-    /** Named shapes. {@code tiny} is the README demo; {@code llama3-8b} the scale benchmark's layer shape. */
+    /**
+     * The experts of an MoE shape: the architecture ({@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}), routed
+     * experts, top-k, expert width, shared-expert width (qwen2_moe, else 0), norm_topk_prob, head_dim and the layers
+     * whose MLP stays dense (qwen2_moe's mlp_only_layers; those beyond the layer count are dropped).
+     */
+    public record Experts(String type, int experts, int topK, int ffn, int sharedFfn, boolean normTopk, int headDim,
+            List<Integer> denseLayers) {}
+
+    /**
+     * Named shapes. {@code tiny} is the README demo; {@code llama3-8b} the scale benchmark's layer shape; the MoE
+     * presets a tiny model of each supported class and two real shapes (use {@code --layers} to keep them small).
+     */
     public enum Preset {
         TINY(new Shape(128, 384, 4, 4, 2, 512, 10000.0, true)),
         SMALL(new Shape(256, 768, 4, 8, 4, 2048, 10000.0, true)),
-        LLAMA3_8B(new Shape(4096, 14336, 32, 32, 8, 128256, 500000.0, false));
+        LLAMA3_8B(new Shape(4096, 14336, 32, 32, 8, 128256, 500000.0, false)),
+        TINY_MIXTRAL(new Shape(128, 192, 4, 4, 2, 512, 1000000.0, false,
+                new Experts("mixtral", 8, 2, 192, 0, true, 32, List.of()))),
+        TINY_QWEN2_MOE(new Shape(128, 384, 4, 4, 2, 512, 1000000.0, false,
+                new Experts("qwen2_moe", 8, 2, 96, 256, false, 32, List.of(1)))),
+        TINY_QWEN3_MOE(new Shape(128, 384, 4, 4, 2, 512, 1000000.0, true,
+                new Experts("qwen3_moe", 16, 4, 64, 0, true, 32, List.of()))),
+        QWEN3_30B_A3B(new Shape(2048, 6144, 48, 32, 4, 151936, 1000000.0, false,
+                new Experts("qwen3_moe", 128, 8, 768, 0, true, 128, List.of()))),
+        MIXTRAL_8X7B(new Shape(4096, 14336, 32, 32, 8, 32000, 1000000.0, false,
+                new Experts("mixtral", 8, 2, 14336, 0, true, 128, List.of())));
 
         private final Shape shape;
 
@@ -54,9 +84,15 @@ public final class SyntheticModel {
             try {
                 return valueOf(name.toUpperCase(Locale.ROOT).replace('-', '_'));
             } catch (IllegalArgumentException e) {
-                throw SparkQuantException.badInput("unknown preset '" + name + "' (tiny, small, llama3-8b)");
+                throw SparkQuantException.badInput("unknown preset '" + name + "' (" + names() + ")");
             }
         }
+    }
+
+    /** The preset names as the command line spells them. */
+    public static String names() {
+        return String.join(", ", java.util.Arrays.stream(Preset.values())
+                .map(p -> p.name().toLowerCase(Locale.ROOT).replace('_', '-')).toList());
     }
 
     private static final int SPECIAL_TOKENS = 3;
@@ -88,7 +124,7 @@ public final class SyntheticModel {
 
         List<TensorSpec> specs = new ArrayList<>();
         for (String name : inventory.requiredTensors()) {
-            specs.add(new TensorSpec(name, dtype, shapeOf(config, name)));
+            specs.add(new TensorSpec(name, dtype, inventory.expectedShape(name)));
         }
         try (ShardedSafetensorsWriter writer = ShardedSafetensorsWriter.create(storage, directory, specs,
                 maxShardBytes, Map.of("format", "pt"))) {
@@ -102,29 +138,11 @@ public final class SyntheticModel {
         return config;
     }
 
-    private static long[] shapeOf(ModelConfig c, String name) {
-        ModelInventory inv = ModelInventory.of(c);
-        for (List<LinearModule> layer : inv.layers()) {
-            for (LinearModule m : layer) {
-                if (m.weight().equals(name)) {
-                    return new long[] {m.outFeatures(), m.inFeatures()};
-                }
-            }
-        }
-        if (name.endsWith("embed_tokens.weight") || name.equals("lm_head.weight")) {
-            return new long[] {c.vocabSize(), c.hiddenSize()};
-        }
-        if (name.endsWith("q_norm.weight") || name.endsWith("k_norm.weight")) {
-            return new long[] {c.headDim()};
-        }
-        return new long[] {c.hiddenSize()};
-    }
-
     private static void writeTensor(ShardedSafetensorsWriter writer, TensorSpec spec, SplittableRandom random,
             ModelConfig config) {
-        boolean norm = spec.shape().length == 1;
-        // Linear weights ~ N(0, 1/sqrt(in)) keep activations O(1) through the layers; norms near 1.
-        double std = norm ? 0.05 : 1.0 / Math.sqrt(spec.shape()[1]);
+        boolean norm = spec.name().endsWith("norm.weight");
+        // Linear weights ~ N(0, 1/sqrt(in)) keep activations O(1) through the layers; norms near 1, biases near 0.
+        double std = norm ? 0.05 : spec.shape().length == 1 ? 0.02 : 1.0 / Math.sqrt(spec.shape()[1]);
         if (spec.name().contains("embed_tokens") || spec.name().equals("lm_head.weight")) {
             std = 0.02; // HF's initializer_range: logits of order one, perplexity of order the vocabulary
         }
@@ -158,22 +176,48 @@ public final class SyntheticModel {
     static String configJson(Shape p, DType dtype) {
         ObjectMapper mapper = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode c = mapper.createObjectNode();
-        c.putArray("architectures").add("LlamaForCausalLM");
-        c.put("model_type", "llama");
+        Experts moe = p.moe();
+        String type = moe == null ? "llama" : moe.type();
+        c.putArray("architectures").add(switch (type) {
+            case "mixtral" -> "MixtralForCausalLM";
+            case "qwen2_moe" -> "Qwen2MoeForCausalLM";
+            case "qwen3_moe" -> "Qwen3MoeForCausalLM";
+            default -> "LlamaForCausalLM";
+        });
+        c.put("model_type", type);
         c.put("hidden_size", p.hidden());
         c.put("intermediate_size", p.ffn());
         c.put("num_hidden_layers", p.layers());
         c.put("num_attention_heads", p.heads());
         c.put("num_key_value_heads", p.kvHeads());
-        c.put("head_dim", p.hidden() / p.heads());
+        c.put("head_dim", moe == null ? p.hidden() / p.heads() : moe.headDim());
+        if (moe != null) {
+            c.put(type.equals("mixtral") ? "num_local_experts" : "num_experts", moe.experts());
+            c.put("num_experts_per_tok", moe.topK());
+            if (!type.equals("mixtral")) {
+                c.put("moe_intermediate_size", moe.ffn());
+                c.put("norm_topk_prob", moe.normTopk());
+                c.put("decoder_sparse_step", 1);
+                ArrayNode only = c.putArray("mlp_only_layers");
+                moe.denseLayers().stream().filter(l -> l < p.layers()).forEach(only::add);
+                c.put("use_sliding_window", false);
+            }
+            if (moe.sharedFfn() > 0) {
+                c.put("shared_expert_intermediate_size", moe.sharedFfn());
+            }
+        }
         c.put("vocab_size", p.vocab());
         c.put("max_position_embeddings", 8192);
         c.put("rms_norm_eps", 1e-5);
         c.put("rope_theta", p.ropeTheta());
         c.put("hidden_act", "silu");
         c.put("tie_word_embeddings", p.tied());
-        c.put("attention_bias", false);
-        c.put("mlp_bias", false);
+        if (moe == null) {
+            c.put("attention_bias", false);
+            c.put("mlp_bias", false);
+        } else if (type.equals("qwen3_moe")) {
+            c.put("attention_bias", false);
+        }
         c.put("bos_token_id", 1);
         c.put("eos_token_id", 2);
         c.put("torch_dtype", switch (dtype) {

@@ -142,8 +142,18 @@ public final class CausalLM implements AutoCloseable {
         try (DecoderLayer layer = newDecoderLayer()) {
             for (int i = 0; i < config.numLayers(); i++) {
                 int index = i;
-                LayerHooks layerHooks = hooks == null ? LayerHooks.NONE
-                        : (input, x, b) -> hooks.onInput(input, x, b, index);
+                LayerHooks layerHooks = hooks == null ? LayerHooks.NONE : new LayerHooks() {
+                    @Override
+                    public void onInput(org.sparkquant.model.LinearModule.Input input, INDArray x, SequenceBatch b) {
+                        hooks.onInput(input, x, b, index);
+                    }
+
+                    @Override
+                    public void onExpertInput(org.sparkquant.model.LinearModule.Input input, int expert, INDArray x,
+                            int[] rows, SequenceBatch b) {
+                        hooks.onExpertInput(input, expert, x, rows, b, index);
+                    }
+                };
                 try (LayerWeights weights = layerWeights(i)) {
                     layer.forward(hidden, batch, weights, layerHooks);
                 }
@@ -161,6 +171,11 @@ public final class CausalLM implements AutoCloseable {
     @FunctionalInterface
     public interface ModelHooks {
         void onInput(org.sparkquant.model.LinearModule.Input input, INDArray x, SequenceBatch batch, int layer);
+
+        /** See {@link LayerHooks#onExpertInput}. */
+        default void onExpertInput(org.sparkquant.model.LinearModule.Input input, int expert, INDArray x, int[] rows,
+                SequenceBatch batch, int layer) {
+        }
     }
 
     @Override

@@ -3,6 +3,7 @@ package org.sparkquant.nn;
 import java.nio.FloatBuffer;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.LinearModule.Input;
 import org.sparkquant.model.ModelConfig;
 
@@ -17,6 +18,16 @@ import org.sparkquant.model.ModelConfig;
  *   x  = RMSNorm(h')                                  → hook MLP_IN
  *   m  = silu(x·Wgateᵀ) · (x·Wupᵀ)                      → hook DOWN_IN
  *   h  = h' + m·Wdownᵀ
+ * </pre>
+ * A mixture-of-experts layer replaces the MLP (as transformers' Mixtral/Qwen2-MoE/Qwen3-MoE sparse blocks do):
+ * <pre>
+ *   p  = softmax(x·Wrouterᵀ) in fp32; the top-k experts of each token (ties: lower index), weights p (divided by
+ *        their sum when norm_topk_prob)
+ *   for each expert e with tokens, in ascending order: xₑ = rows of x routed to e   → expert hook MLP_IN
+ *        aₑ = silu(xₑ·Wgateₑᵀ)·(xₑ·Wupₑᵀ)                                          → expert hook DOWN_IN
+ *        m[token] += weight · (aₑ·Wdownₑᵀ)[row]
+ *   qwen2_moe: m += sigmoid(x·Wsgᵀ) · (silu(x·Wsgateᵀ)·(x·Wsupᵀ) → hook SHARED_DOWN_IN)·Wsdownᵀ
+ *   h  = h' + m
  * </pre>
  * A batch of sequences is processed at once as a {@code [tokens, hidden]} matrix (see {@link SequenceBatch}): the
  * projections are single gemms over all tokens; attention runs per sequence and head, in blocks of query rows that
@@ -96,6 +107,12 @@ public final class DecoderLayer implements AutoCloseable {
 
         Kernels.rmsNorm(s.residBuf, s.normedBuf, n, h, w.postAttentionNorm(), eps);
         hooks.onInput(Input.MLP_IN, s.normed, batch);
+        if (w.experts() > 0) {
+            if (!experts(s, batch, w, hooks, last)) {
+                Kernels.add(s.residBuf, s.projBuf, hb, n * h);
+            }
+            return;
+        }
         if (last == Input.MLP_IN) {
             return;
         }
@@ -108,6 +125,214 @@ public final class DecoderLayer implements AutoCloseable {
         }
         Kernels.linear(s.gate, w.linear("down_proj"), s.proj);
         Kernels.add(s.residBuf, s.projBuf, hb, n * h);
+    }
+
+    /**
+     * The routing of {@code x} ({@code [tokens, hidden]}) by a router: for each token its top-k experts (descending
+     * probability, ties to the lower index) and their weights, as transformers' top-k routers compute them.
+     */
+    public static Routing route(INDArray x, LinearWeights router, int topK, boolean normalize) {
+        int n = x.rows();
+        int experts = router.outFeatures();
+        INDArray logits = Kernels.matrix(n, experts);
+        try {
+            Kernels.linear(x, router, logits);
+            FloatBuffer lb = Kernels.floats(logits);
+            int[] chosen = new int[n * topK];
+            float[] weights = new float[n * topK];
+            float[] p = new float[experts];
+            boolean[] taken = new boolean[experts];
+            for (int t = 0; t < n; t++) {
+                float max = Float.NEGATIVE_INFINITY;
+                for (int e = 0; e < experts; e++) {
+                    p[e] = lb.get(t * experts + e);
+                    max = Math.max(max, p[e]);
+                }
+                double sum = 0;
+                for (int e = 0; e < experts; e++) {
+                    p[e] = (float) Math.exp(p[e] - max);
+                    sum += p[e];
+                }
+                float inv = 1f / (float) sum;
+                for (int e = 0; e < experts; e++) {
+                    p[e] *= inv;
+                }
+                java.util.Arrays.fill(taken, false);
+                float total = 0f;
+                for (int j = 0; j < topK; j++) {
+                    int best = -1;
+                    for (int e = 0; e < experts; e++) {
+                        if (!taken[e] && (best < 0 || p[e] > p[best])) {
+                            best = e;
+                        }
+                    }
+                    taken[best] = true;
+                    chosen[t * topK + j] = best;
+                    weights[t * topK + j] = p[best];
+                    total += p[best];
+                }
+                if (normalize) {
+                    for (int j = 0; j < topK; j++) {
+                        weights[t * topK + j] /= total;
+                    }
+                }
+            }
+            return new Routing(experts, topK, chosen, weights);
+        } finally {
+            logits.close();
+        }
+    }
+
+    /**
+     * Expert {@code expert}'s down_proj input {@code silu(x·Wgateᵀ)·(x·Wupᵀ)} for every row of {@code x} (the MLP input
+     * of all tokens, as if every one were routed to it): {@code [rows, expert width]}, to be closed by the caller.
+     */
+    public static INDArray expertActivation(INDArray x, LayerWeights w, int expert) {
+        LinearWeights gate = w.expert(expert, "gate_proj");
+        int rows = x.rows();
+        int width = gate.outFeatures();
+        INDArray g = Kernels.matrix(rows, width);
+        try (INDArray u = Kernels.matrix(rows, width)) {
+            Kernels.linear(x, gate, g);
+            Kernels.linear(x, w.expert(expert, "up_proj"), u);
+            Kernels.siluMul(Kernels.floats(g), Kernels.floats(u), rows * width);
+        }
+        return g;
+    }
+
+    /** Per token (row) its {@code topK} experts and weights, flattened {@code [tokens, topK]}. */
+    public record Routing(int experts, int topK, int[] chosen, float[] weights) {
+        public int tokens() {
+            return chosen.length / topK;
+        }
+
+        /** The token rows routed to each expert, ascending. */
+        public int[][] rowsByExpert() {
+            int[] counts = new int[experts];
+            for (int e : chosen) {
+                counts[e]++;
+            }
+            int[][] rows = new int[experts][];
+            for (int e = 0; e < experts; e++) {
+                rows[e] = new int[counts[e]];
+            }
+            int[] fill = new int[experts];
+            for (int i = 0; i < chosen.length; i++) {
+                int e = chosen[i];
+                rows[e][fill[e]++] = i / topK;
+            }
+            return rows;
+        }
+
+        /** The weight of expert {@code expert} for token {@code row} (0 when not routed there). */
+        public float weight(int row, int expert) {
+            for (int j = 0; j < topK; j++) {
+                if (chosen[row * topK + j] == expert) {
+                    return weights[row * topK + j];
+                }
+            }
+            return 0f;
+        }
+    }
+
+    /**
+     * The MoE block over {@code s.normed} into {@code s.proj}; false when it ran to the end, true when it stopped after
+     * delivering {@code last}.
+     */
+    private boolean experts(Scratch s, SequenceBatch batch, LayerWeights w, LayerHooks hooks, Input last) {
+        int n = batch.tokens();
+        int h = config.hiddenSize();
+        Routing routing = route(s.normed, w.router(), config.moe().topK(), config.moe().normTopkProb());
+        int[][] rowsOf = routing.rowsByExpert();
+        float[] out = new float[n * h];
+        for (int e = 0; e < w.experts(); e++) {
+            int[] rows = rowsOf[e];
+            if (rows.length == 0) {
+                continue; // transformers skips experts without tokens too
+            }
+            int c = rows.length;
+            LinearWeights gate = w.expert(e, "gate_proj");
+            int width = gate.outFeatures();
+            INDArray xe = Kernels.matrix(c, h);
+            INDArray ge = null;
+            INDArray ue = null;
+            INDArray ye = null;
+            try {
+                FloatBuffer xb = Kernels.floats(xe);
+                for (int i = 0; i < c; i++) {
+                    for (int j = 0; j < h; j++) {
+                        xb.put(i * h + j, s.normedBuf.get(rows[i] * h + j));
+                    }
+                }
+                hooks.onExpertInput(Input.MLP_IN, e, xe, rows, batch);
+                if (last == Input.MLP_IN) {
+                    continue;
+                }
+                ge = Kernels.matrix(c, width);
+                ue = Kernels.matrix(c, width);
+                Kernels.linear(xe, gate, ge);
+                Kernels.linear(xe, w.expert(e, "up_proj"), ue);
+                Kernels.siluMul(Kernels.floats(ge), Kernels.floats(ue), c * width);
+                hooks.onExpertInput(Input.DOWN_IN, e, ge, rows, batch);
+                if (last == Input.DOWN_IN) {
+                    continue;
+                }
+                ye = Kernels.matrix(c, h);
+                Kernels.linear(ge, w.expert(e, "down_proj"), ye);
+                FloatBuffer yb = Kernels.floats(ye);
+                for (int i = 0; i < c; i++) {
+                    float weight = routing.weight(rows[i], e);
+                    int base = rows[i] * h;
+                    for (int j = 0; j < h; j++) {
+                        out[base + j] += yb.get(i * h + j) * weight;
+                    }
+                }
+            } finally {
+                for (INDArray a : new INDArray[] {xe, ge, ue, ye}) {
+                    if (a != null && a.closeable()) {
+                        a.close();
+                    }
+                }
+            }
+        }
+        if (last == Input.MLP_IN || last == Input.DOWN_IN) {
+            return true;
+        }
+        if (w.sharedExpert()) {
+            LinearWeights gate = w.linear(LinearModule.SHARED_KINDS.get(0));
+            int width = gate.outFeatures();
+            INDArray sg = Kernels.matrix(n, width);
+            INDArray su = Kernels.matrix(n, width);
+            INDArray sy = Kernels.matrix(n, h);
+            INDArray sgate = Kernels.matrix(n, 1);
+            try {
+                Kernels.linear(s.normed, gate, sg);
+                Kernels.linear(s.normed, w.linear(LinearModule.SHARED_KINDS.get(1)), su);
+                Kernels.siluMul(Kernels.floats(sg), Kernels.floats(su), n * width);
+                hooks.onInput(Input.SHARED_DOWN_IN, sg, batch);
+                if (last == Input.SHARED_DOWN_IN) {
+                    return true;
+                }
+                Kernels.linear(sg, w.linear(LinearModule.SHARED_KINDS.get(2)), sy);
+                Kernels.linear(s.normed, w.sharedGate(), sgate);
+                FloatBuffer yb = Kernels.floats(sy);
+                FloatBuffer gb = Kernels.floats(sgate);
+                for (int t = 0; t < n; t++) {
+                    float g = (float) (1.0 / (1.0 + Math.exp(-gb.get(t))));
+                    for (int j = 0; j < h; j++) {
+                        out[t * h + j] += g * yb.get(t * h + j);
+                    }
+                }
+            } finally {
+                for (INDArray a : new INDArray[] {sg, su, sy, sgate}) {
+                    if (a.closeable()) {
+                        a.close();
+                    }
+                }
+            }
+        }
+        s.projBuf.put(0, out);
+        return false;
     }
 
     private void attention(Scratch s, SequenceBatch batch) {

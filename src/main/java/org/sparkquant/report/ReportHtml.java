@@ -136,6 +136,13 @@ public final class ReportHtml {
         card(b, "GPTQ / RTN H-error", rtn > 0 ? Html.percent(gptq / rtn) : "–");
         card(b, "time", Html.seconds(total));
         card(b, "warnings", Integer.toString(r.path("warnings").size()));
+        JsonNode moe = r.path("moe");
+        if (moe.isObject()) {
+            // experts with fewer calibration tokens than the threshold were quantized by the fallback rule
+            card(b, "experts below " + moe.path("expert_min_tokens").asInt() + " tokens",
+                    moe.path("experts_below_threshold").asLong() + " of " + moe.path("experts").asLong() + " ("
+                            + moe.path("expert_fallback").asText() + ")");
+        }
         b.append("</div>\n");
     }
 

@@ -35,6 +35,15 @@ final class BlockQuantizer {
     /** Quantizes {@code blocks}, one Spark task each; their statistics in the blocks' order. */
     static List<BlockStats> quantize(JavaSparkContext jsc, QuantizeRun run,
             List<ModuleBlocks.Block> blocks) {
+        return quantize(jsc, run, blocks, ExpertRules.Plan.NONE);
+    }
+
+    /**
+     * Quantizes {@code blocks} with the Hessians {@code plan} names for routed experts below the token threshold
+     * (another Hessian, or round-to-nearest).
+     */
+    static List<BlockStats> quantize(JavaSparkContext jsc, QuantizeRun run,
+            List<ModuleBlocks.Block> blocks, ExpertRules.Plan plan) {
         if (blocks.isEmpty()) {
             return List.of();
         }
@@ -43,7 +52,7 @@ final class BlockQuantizer {
             indexed.add(new Tuple2<>(i, blocks.get(i)));
         }
         return jsc.parallelize(indexed, blocks.size())
-                .map(b -> quantizeBlock(run, b._1(), b._2()))
+                .map(b -> quantizeBlock(run, b._1(), b._2(), plan))
                 .collect();
     }
 
@@ -51,7 +60,8 @@ final class BlockQuantizer {
      * On an executor: one block of output channels into the target's format, with GPTQ (or RTN) and both methods'
      * Hessian-weighted errors, staged once under {@code _work/}; a block already staged is only read back.
      */
-    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block) {
+    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block,
+            ExpertRules.Plan plan) {
         Storage storage = run.storage();
         WorkDir work = run.work();
         if (work.exists(block.stagedPath())) {
@@ -61,7 +71,7 @@ final class BlockQuantizer {
         LinearModule m = block.module();
         float[] rows = run.source().open().store().readRows(m.weight(), block.r0(), block.r1());
         try {
-            return quantizeBlock(run, index, block, rows);
+            return quantizeBlock(run, index, block, rows, plan);
         } catch (SparkQuantException e) {
             if (e.kind() != SparkQuantException.Kind.BAD_INPUT) {
                 throw e;
@@ -72,7 +82,8 @@ final class BlockQuantizer {
         }
     }
 
-    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block, float[] rows) {
+    private static BlockStats quantizeBlock(QuantizeRun run, int index, ModuleBlocks.Block block, float[] rows,
+            ExpertRules.Plan plan) {
         Storage storage = run.storage();
         WorkDir work = run.work();
         LinearModule m = block.module();
@@ -84,12 +95,15 @@ final class BlockQuantizer {
         if (run.job().layerwise()) {
             int layer = m.layer();
             Input input = m.input();
-            String hessianPath = work.path(LayerHessians.hessianPath(layer, input));
-            Hessian h = ExecutorCache.slot("hessian:" + input, hessianPath,
-                    () -> Staged.readObject(storage, hessianPath));
-            QuantizedBlock rtn = target.rtn(rows, block, h);
-            if (run.job().method() == QuantizeJob.Method.GPTQ) {
-                String prepPath = work.path(LayerHessians.prepPath(layer, input));
+            LayerHessians.Key key = plan.hessianOf(m);
+            boolean rtnOnly = plan.rtn(m);
+            String hessianPath = work.path(LayerHessians.hessianPath(layer, key));
+            // an expert no token reached has no Hessian at all (only round-to-nearest can quantize it)
+            Hessian h = rtnOnly && !work.exists(LayerHessians.hessianPath(layer, key)) ? null
+                    : ExecutorCache.slot("hessian:" + input, hessianPath, () -> Staged.readObject(storage, hessianPath));
+            QuantizedBlock rtn = target.rtn(rows, block, rtnOnly ? null : h);
+            if (run.job().method() == QuantizeJob.Method.GPTQ && !rtnOnly) {
+                String prepPath = work.path(LayerHessians.prepPath(layer, key));
                 GptqPreparation prep = ExecutorCache.slot("prep:" + input, prepPath,
                         () -> Staged.readObject(storage, prepPath));
                 codes = target.gptq(rows, block, h, prep);
@@ -97,7 +111,9 @@ final class BlockQuantizer {
             } else {
                 codes = rtn;
             }
-            hessianError = sum(Gptq.hessianError(h, rows, codes.dequantized(), block.rows()));
+            if (h != null) {
+                hessianError = sum(Gptq.hessianError(h, rows, codes.dequantized(), block.rows()));
+            }
             if (codes == rtn) {
                 rtnError = hessianError;
             }

@@ -175,8 +175,8 @@ final class GgufTarget implements OutputTarget {
     static LinkedHashMap<String, GgmlType> moduleTypes(GgufExporter exporter, ModelInventory inventory) {
         Map<String, ExportTensor> byHf = new HashMap<>();
         for (ExportTensor t : exporter.tensors()) {
-            if (t.hfName() != null) {
-                byHf.put(t.hfName(), t);
+            for (String hf : t.sources()) {
+                byHf.put(hf, t); // an expert's weight: its slice of the stacked tensor
             }
         }
         LinkedHashMap<String, GgmlType> out = new LinkedHashMap<>();
@@ -198,7 +198,8 @@ final class GgufTarget implements OutputTarget {
 
     /**
      * Streams the tensors: staged modules row by row in GGUF order (q/k rows of llama permuted within each head, so
-     * the blocks a head needs are the only ones held), all others through {@link RtnProducer}.
+     * the blocks a head needs are the only ones held; a stacked expert tensor expert after expert, each from its own
+     * module), all others through {@link RtnProducer}.
      */
     static TensorProducer producer(TensorStore store, ModelInventory inventory, Map<String, GgmlType> types,
             Blocks blocks) {
@@ -212,31 +213,61 @@ final class GgufTarget implements OutputTarget {
         }
         RtnProducer rtn = new RtnProducer(store);
         return (t, sink) -> {
+            if (t.stacked()) {
+                List<LinearModule> experts = t.sources().stream().map(staged::get).toList();
+                if (experts.stream().allMatch(java.util.Objects::isNull)) {
+                    rtn.produce(t, sink);
+                    return;
+                }
+                // the experts' slices in order, each from its own module's staged blocks
+                for (LinearModule m : experts) {
+                    if (m == null) {
+                        throw SparkQuantException.internal("GGUF plan of " + t + " has experts that were not"
+                                + " quantized", null);
+                    }
+                    check(t, m, types, t.rowsPerExpert());
+                    writeRows(m, t.rowsPerExpert(), 1, g -> g, blocks, sink);
+                }
+                return;
+            }
             LinearModule m = t.hfName() == null ? null : staged.get(t.hfName());
             if (m == null) {
                 rtn.produce(t, sink);
                 return;
             }
-            if (t.type() != types.get(m.name()) || t.rows() != m.outFeatures() || t.rowLength() != m.inFeatures()) {
-                throw SparkQuantException.internal("GGUF plan of " + t + " does not match the staged " + m.name()
-                        + " (" + types.get(m.name()) + ")", null);
-            }
-            List<ModuleBlocks.Block> list = ModuleBlocks.of(m).blocks();
-            int per = ModuleBlocks.of(m).rowsPerBlock();
-            Map<Integer, GgmlQuantizedRows> held = new HashMap<>();
-            int group = t.rowGroup();
-            for (int g0 = 0; g0 < t.rows(); g0 += group) {
-                int g1 = Math.min(t.rows(), g0 + group);
-                // source rows of a group are the same range [g0, g1), so blocks before it are done with
-                int first = g0 / per;
-                held.keySet().removeIf(b -> b < first);
-                for (int g = g0; g < g1; g++) {
-                    int src = t.sourceRow(g);
-                    GgmlQuantizedRows q = held.computeIfAbsent(src / per, b -> blocks.read(list.get(b)));
-                    sink.write(q.row(src - (src / per) * per));
-                }
-            }
+            check(t, m, types, t.rows());
+            writeRows(m, t.rows(), t.rowGroup(), t::sourceRow, blocks, sink);
         };
+    }
+
+    private static void check(ExportTensor t, LinearModule m, Map<String, GgmlType> types, int rows) {
+        if (t.type() != types.get(m.name()) || rows != m.outFeatures() || t.rowLength() != m.inFeatures()) {
+            throw SparkQuantException.internal("GGUF plan of " + t + " does not match the staged " + m.name()
+                    + " (" + types.get(m.name()) + ")", null);
+        }
+    }
+
+    /**
+     * Writes a module's {@code rows} staged rows in GGUF order: GGUF row g holds the module's row
+     * {@code sourceRow(g)}, and groups of {@code group} rows read one contiguous range of source rows (a head of a
+     * permuted q/k), so only the blocks a group needs are held.
+     */
+    private static void writeRows(LinearModule m, int rows, int group, java.util.function.IntUnaryOperator sourceRow,
+            Blocks blocks, TensorProducer.Sink sink) throws IOException {
+        List<ModuleBlocks.Block> list = ModuleBlocks.of(m).blocks();
+        int per = ModuleBlocks.of(m).rowsPerBlock();
+        Map<Integer, GgmlQuantizedRows> held = new HashMap<>();
+        for (int g0 = 0; g0 < rows; g0 += group) {
+            int g1 = Math.min(rows, g0 + group);
+            // source rows of a group are the same range [g0, g1), so blocks before it are done with
+            int first = g0 / per;
+            held.keySet().removeIf(b -> b < first);
+            for (int g = g0; g < g1; g++) {
+                int src = sourceRow.applyAsInt(g);
+                GgmlQuantizedRows q = held.computeIfAbsent(src / per, b -> blocks.read(list.get(b)));
+                sink.write(q.row(src - (src / per) * per));
+            }
+        }
     }
 
     /**
@@ -289,7 +320,8 @@ final class GgufTarget implements OutputTarget {
 
     /**
      * {@code --export-imatrix}: llama.cpp's imatrix from the run's Hessian diagonals. With H = 2/n·Σxxᵀ over n
-     * sequences, Σx² = diag(H)·n/2, over the input's token count.
+     * sequences, Σx² = diag(H)·n/2, over the input's token count. A stacked expert tensor gets one slice per expert,
+     * from the tokens routed to it.
      */
     static void writeImatrix(Storage storage, QuantizeJob job, ModelInventory inventory, List<String> modules,
             Map<String, InputSummary> inputs, String architecture) {
@@ -298,7 +330,14 @@ final class GgufTarget implements OutputTarget {
         String arch = GgufNames.architecture(architecture);
         for (List<LinearModule> layer : inventory.layers()) {
             for (LinearModule m : layer) {
-                InputSummary s = inputs.get(m.layer() + "/" + m.input());
+                InputSummary s = inputs.get(m.hessianKey());
+                int experts = inventory.experts(m.layer());
+                if (m.routed() && modules.contains(m.name()) && (s == null || s.diagonal() == null)) {
+                    // an expert no token reached: its slice stays, with 0 tokens (llama-quantize then weighs 1)
+                    builder.addExpert(GgufNames.ggufName(arch, m.weight()).orElseThrow(), m.expert(), experts,
+                            new double[m.inFeatures()], 0);
+                    continue;
+                }
                 if (!modules.contains(m.name()) || s == null || s.diagonal() == null) {
                     continue;
                 }
@@ -307,7 +346,7 @@ final class GgufTarget implements OutputTarget {
                 for (int i = 0; i < d.length; i++) {
                     sums[i] = d[i] * s.sequences() / 2.0;
                 }
-                builder.addHf(arch, m.weight(), sums, s.tokens());
+                builder.addHf(arch, m.weight(), experts, sums, s.tokens());
                 sequences = Math.max(sequences, s.sequences());
             }
         }

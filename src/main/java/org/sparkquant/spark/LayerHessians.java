@@ -1,7 +1,6 @@
 package org.sparkquant.spark;
 
 import java.util.ArrayList;
-import java.util.EnumMap;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -19,6 +18,7 @@ import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.LinearModule.Input;
 import org.sparkquant.model.MemoryPlan;
 import org.sparkquant.nn.DecoderLayer;
+import org.sparkquant.nn.LayerHooks;
 import org.sparkquant.nn.LayerWeights;
 import org.sparkquant.nn.SequenceBatch;
 import scala.Tuple2;
@@ -28,6 +28,13 @@ import scala.Tuple2;
  * groups already quantized) and accumulates exact partials in row tiles, so that no Spark record is huge; the tiles
  * are merged by key and each input is finished on one executor, which stages the Hessian, its GPTQ preparation
  * (computed once per distinct input) and a summary under {@code _work/layers/L/}.
+ * <p>
+ * In a mixture-of-experts layer every routed expert has its own Hessians ({@link Key} with an expert index), from the
+ * tokens routed to it; the Hessians of one call are accumulated in passes over the partitions, each pass holding at
+ * most {@link MemoryPlan#MOE_PASS_BYTES} of accumulators (plus one Hessian when that alone is larger), so that no
+ * process ever holds every expert's Hessians. An expert below {@code --expert-min-tokens} gets no GPTQ preparation;
+ * with {@code --expert-fallback layer} its down_proj Hessian is accumulated over every token instead
+ * ({@code denseExperts}).
  */
 final class LayerHessians {
     /** Hessian row tiles are at most this large as Spark records. */
@@ -35,70 +42,120 @@ final class LayerHessians {
 
     private LayerHessians() {}
 
-    /** The summaries of {@code needed} inputs of {@code layer} (keyed "layer/INPUT"), computing those not staged. */
+    /** One Hessian of a layer: a module input, of a routed expert or not (-1), of {@code width} columns. */
+    record Key(Input input, int expert, int width) implements java.io.Serializable {
+        static Key of(LinearModule m) {
+            return new Key(m.input(), m.expert(), m.inFeatures());
+        }
+
+        String id(int layer) {
+            return LinearModule.hessianKey(layer, input, expert);
+        }
+
+        /** The file-name part: {@code MLP_IN} or {@code MLP_IN-e17}. */
+        String file() {
+            return input + (expert >= 0 ? "-e" + expert : "");
+        }
+
+        long accumulatorBytes() {
+            return 16L * width * width;
+        }
+    }
+
+    /**
+     * The summaries of {@code needed} Hessians of {@code layer} (keyed {@link LinearModule#hessianKey}), computing
+     * those not staged. {@code denseExperts}: experts whose DOWN_IN Hessian takes every token of the layer.
+     */
     static Map<String, InputSummary> compute(QuantizeRun run, JavaRDD<SampleState> states, int layer,
-            List<LinearModule> done, List<Input> needed) {
+            List<LinearModule> done, List<Key> needed, java.util.Set<Integer> denseExperts) {
         WorkDir work = run.work();
         Map<String, InputSummary> out = new LinkedHashMap<>();
-        List<Input> missing = new ArrayList<>();
-        for (Input input : needed) {
-            String summary = summaryPath(layer, input);
+        List<Key> missing = new ArrayList<>();
+        for (Key key : needed) {
+            String summary = summaryPath(layer, key);
             if (work.exists(summary)) {
-                out.put(layer + "/" + input, Staged.readObject(run.storage(), work.path(summary)));
+                out.put(key.id(layer), Staged.readObject(run.storage(), work.path(summary)));
             } else {
-                missing.add(input);
+                missing.add(key);
             }
         }
-        if (missing.isEmpty()) {
-            return out;
-        }
-        Map<Input, Integer> widths = new EnumMap<>(Input.class);
-        for (Input input : missing) {
-            widths.put(input, width(run.source(), input));
-        }
-        Input last = missing.get(missing.size() - 1);
-        int tiles = missing.stream().mapToInt(i -> tileStarts(widths.get(i)).length).sum();
-        JavaPairRDD<String, HessianAccumulator> partials = states.mapPartitionsToPair(it -> {
-            try {
-                return partials(run, layer, done, widths, last, it);
-            } catch (SparkQuantException e) {
-                if (e.kind() != SparkQuantException.Kind.BAD_INPUT) {
-                    throw e;
-                }
-                throw SparkQuantException.badInput("layer " + layer + " (0-based), inputs " + widths.keySet()
-                        + " of " + run.job().model() + ": " + e.getMessage(), e);
+        for (List<Key> pass : passes(missing)) {
+            for (InputSummary s : pass(run, states, layer, done, pass, denseExperts)) {
+                out.put(s.key(layer), s);
             }
-        });
-        JavaPairRDD<String, HessianAccumulator> merged = partials.reduceByKey(HessianAccumulator::merge, tiles);
-        List<InputSummary> finished = merged
-                .mapToPair(t -> new Tuple2<>(t._1().substring(0, t._1().indexOf('#')), t._2()))
-                .groupByKey(missing.size())
-                .map(g -> finish(run, layer, Input.valueOf(g._1()), g._2()))
-                .collect();
-        for (InputSummary s : finished) {
-            out.put(layer + "/" + s.input(), s);
         }
         return out;
     }
 
-    /** The summaries of every input the work directory holds (a resumed run's earlier layers), keyed "layer/INPUT". */
+    /** Keys in passes of at most {@link MemoryPlan#MOE_PASS_BYTES} of accumulators each, in order. */
+    static List<List<Key>> passes(List<Key> keys) {
+        List<List<Key>> out = new ArrayList<>();
+        List<Key> current = new ArrayList<>();
+        long bytes = 0;
+        for (Key k : keys) {
+            if (!current.isEmpty() && bytes + k.accumulatorBytes() > MemoryPlan.MOE_PASS_BYTES) {
+                out.add(current);
+                current = new ArrayList<>();
+                bytes = 0;
+            }
+            current.add(k);
+            bytes += k.accumulatorBytes();
+        }
+        if (!current.isEmpty()) {
+            out.add(current);
+        }
+        return out;
+    }
+
+    private static List<InputSummary> pass(QuantizeRun run, JavaRDD<SampleState> states, int layer,
+            List<LinearModule> done, List<Key> keys, java.util.Set<Integer> denseExperts) {
+        Input last = keys.stream().map(Key::input).max(Input::compareTo).orElseThrow();
+        if (last == Input.DOWN_IN && keys.stream().allMatch(k -> k.expert() >= 0 && denseExperts.contains(k.expert()))) {
+            last = Input.MLP_IN; // the dense experts' activations are computed from the MLP input
+        }
+        Input stop = last;
+        int tiles = keys.stream().mapToInt(k -> tileStarts(k.width()).length).sum();
+        java.util.Set<Integer> dense = new java.util.TreeSet<>(denseExperts);
+        JavaPairRDD<String, HessianAccumulator> partials = states.mapPartitionsToPair(it -> {
+            try {
+                return partials(run, layer, done, keys, dense, stop, it);
+            } catch (SparkQuantException e) {
+                if (e.kind() != SparkQuantException.Kind.BAD_INPUT) {
+                    throw e;
+                }
+                throw SparkQuantException.badInput("layer " + layer + " (0-based), inputs "
+                        + keys.stream().map(Key::file).toList() + " of " + run.job().model() + ": " + e.getMessage(),
+                        e);
+            }
+        });
+        JavaPairRDD<String, HessianAccumulator> merged = partials.reduceByKey(HessianAccumulator::merge, tiles);
+        Map<String, Key> byFile = new LinkedHashMap<>();
+        keys.forEach(k -> byFile.put(k.file(), k));
+        return merged
+                .mapToPair(t -> new Tuple2<>(t._1().substring(0, t._1().indexOf('#')), t._2()))
+                .groupByKey(keys.size())
+                .map(g -> finish(run, layer, byFile.get(g._1()), g._2()))
+                .collect();
+    }
+
+    /** The summaries of every Hessian the work directory holds (a resumed run's earlier layers). */
     static void loadStaged(QuantizeRun run, List<List<LinearModule>> layers, Map<String, InputSummary> into) {
         for (List<LinearModule> layer : layers) {
+            List<Key> keys = new ArrayList<>();
             for (LinearModule m : layer) {
-                String key = m.layer() + "/" + m.input();
-                if (!into.containsKey(key) && run.work().exists(summaryPath(m.layer(), m.input()))) {
-                    into.put(key, Staged.readObject(run.storage(), run.work().path(summaryPath(m.layer(), m.input()))));
+                keys.add(Key.of(m));
+                if (m.routed()) {
+                    keys.add(new Key(Input.MLP_IN, -1, m.inFeatures())); // a sparse layer's all-token input
+                }
+            }
+            for (Key k : keys) {
+                int index = layer.get(0).layer();
+                String id = k.id(index);
+                if (!into.containsKey(id) && run.work().exists(summaryPath(index, k))) {
+                    into.put(id, Staged.readObject(run.storage(), run.work().path(summaryPath(index, k))));
                 }
             }
         }
-    }
-
-    private static int width(ModelSource source, Input input) {
-        return switch (input) {
-            case ATTN_IN, MLP_IN -> source.config().hiddenSize();
-            case ATTN_OUT_IN -> source.config().qDim();
-            case DOWN_IN -> source.config().intermediateSize();
-        };
     }
 
     /** Row starts of the Hessian tiles of an input of width n: multiples of the accumulator's block, bounded bytes. */
@@ -115,38 +172,54 @@ final class LayerHessians {
     }
 
     private static Iterator<Tuple2<String, HessianAccumulator>> partials(QuantizeRun run, int layer,
-            List<LinearModule> done, Map<Input, Integer> widths, Input last, Iterator<SampleState> it) {
+            List<LinearModule> done, List<Key> keys, java.util.Set<Integer> dense, Input last,
+            Iterator<SampleState> it) {
         ModelSource source = run.source();
         LayerWeights weights = StagedLayers.weights(run, layer, done);
-        Map<Input, List<HessianAccumulator>> accumulators = new EnumMap<>(Input.class);
-        for (Map.Entry<Input, Integer> e : widths.entrySet()) {
-            int n = e.getValue();
+        // accumulators by (input, expert); an expert's DOWN_IN of a dense expert is filled from the MLP input
+        Map<String, List<HessianAccumulator>> accumulators = new LinkedHashMap<>();
+        for (Key k : keys) {
+            int n = k.width();
             int[] starts = tileStarts(n);
             List<HessianAccumulator> list = new ArrayList<>();
             for (int t = 0; t < starts.length; t++) {
                 int end = t + 1 < starts.length ? starts[t + 1] : n;
                 list.add(HessianAccumulator.rows(n, starts[t], end, run.job().quant().precision()));
             }
-            accumulators.put(e.getKey(), list);
+            accumulators.put(k.file(), list);
         }
+        List<Integer> denseDown = keys.stream().filter(k -> k.input() == Input.DOWN_IN && k.expert() >= 0
+                && dense.contains(k.expert())).map(Key::expert).toList();
         int hidden = source.config().hiddenSize();
         try (DecoderLayer decoder = new DecoderLayer(source.config())) {
             for (List<SampleState> batch : SparkEvaluator.batches(it)) {
                 INDArray h = SparkEvaluator.stack(batch, hidden);
                 SequenceBatch seq = SequenceBatch.of(SparkEvaluator.tokensOf(batch));
-                decoder.runUntil(h, seq, weights, (input, x, b) -> {
-                    List<HessianAccumulator> accs = accumulators.get(input);
-                    if (accs == null) {
-                        return;
+                decoder.runUntil(h, seq, weights, new LayerHooks() {
+                    @Override
+                    public void onInput(Input input, INDArray x, SequenceBatch b) {
+                        List<HessianAccumulator> accs = accumulators.get(new Key(input, -1, 0).file());
+                        if (accs != null) {
+                            addPerSequence(accs, SparkEvaluator.floats(x), (int) x.columns(), null, b);
+                        }
+                        if (input == Input.MLP_IN) {
+                            for (int e : denseDown) {
+                                try (INDArray a = DecoderLayer.expertActivation(x, weights, e)) {
+                                    addPerSequence(accumulators.get(new Key(Input.DOWN_IN, e, 0).file()),
+                                            SparkEvaluator.floats(a), (int) a.columns(), null, b);
+                                }
+                            }
+                        }
                     }
-                    int width = (int) x.columns();
-                    float[] all = SparkEvaluator.floats(x);
-                    // one unit per sequence: the exact sum is then independent of how sequences are batched
-                    for (int i = 0; i < b.count(); i++) {
-                        float[] one = new float[b.length(i) * width];
-                        System.arraycopy(all, b.offset(i) * width, one, 0, one.length);
-                        for (HessianAccumulator acc : accs) {
-                            acc.add(one, b.length(i));
+
+                    @Override
+                    public void onExpertInput(Input input, int expert, INDArray x, int[] rows, SequenceBatch b) {
+                        if (input == Input.DOWN_IN && dense.contains(expert)) {
+                            return;
+                        }
+                        List<HessianAccumulator> accs = accumulators.get(new Key(input, expert, 0).file());
+                        if (accs != null) {
+                            addPerSequence(accs, SparkEvaluator.floats(x), (int) x.columns(), rows, b);
                         }
                     }
                 }, last);
@@ -154,28 +227,75 @@ final class LayerHessians {
             }
         }
         List<Tuple2<String, HessianAccumulator>> out = new ArrayList<>();
-        accumulators.forEach((input, list) -> {
+        accumulators.forEach((key, list) -> {
             for (int t = 0; t < list.size(); t++) {
-                out.add(new Tuple2<>(input.name() + "#" + t, list.get(t)));
+                out.add(new Tuple2<>(key + "#" + t, list.get(t)));
             }
         });
         return out.iterator();
     }
 
-    private static InputSummary finish(QuantizeRun run, int layer, Input input, Iterable<HessianAccumulator> tiles) {
+    /**
+     * Adds the rows of {@code all} ({@code [rows, width]}) one sequence at a time, so that the exact sum is
+     * independent of how sequences are batched; {@code rows} (ascending) names each row's token row in the batch, null
+     * when there is one row per token. A sequence without rows adds nothing.
+     */
+    private static void addPerSequence(List<HessianAccumulator> accs, float[] all, int width, int[] rows,
+            SequenceBatch b) {
+        int r = 0;
+        for (int i = 0; i < b.count(); i++) {
+            int from;
+            int count;
+            if (rows == null) {
+                from = b.offset(i);
+                count = b.length(i);
+            } else {
+                from = r;
+                int end = b.offset(i) + b.length(i);
+                while (r < rows.length && rows[r] < end) {
+                    r++;
+                }
+                count = r - from;
+            }
+            if (count == 0) {
+                continue;
+            }
+            float[] one = new float[count * width];
+            System.arraycopy(all, from * width, one, 0, one.length);
+            for (HessianAccumulator acc : accs) {
+                acc.add(one, count);
+            }
+        }
+    }
+
+    private static InputSummary finish(QuantizeRun run, int layer, Key key, Iterable<HessianAccumulator> tiles) {
         WorkDir work = run.work();
         List<HessianAccumulator> list = new ArrayList<>();
         tiles.forEach(list::add);
-        Hessian h = HessianAccumulator.finish(list);
-        work.writeOnce(hessianPath(layer, input), Staged.object(h));
-        GptqPreparation prep = Gptq.prepare(h, run.job().quant());
-        work.writeOnce(prepPath(layer, input), Staged.object(prep));
-        if (run.job().saveHessians() != null) {
-            HessianExport.write(run.storage(), run.job().saveHessians(), layer, input, h, run.job().quant().precision());
+        InputSummary summary;
+        if (list.get(0).sequences() == 0) {
+            // an expert no calibration token was routed to: nothing to stage, the fallback rule quantizes it
+            summary = new InputSummary(key.input(), key.expert(), key.width(), 0, 0, Double.NaN, 0, null);
+        } else {
+            Hessian h = HessianAccumulator.finish(list);
+            work.writeOnce(hessianPath(layer, key), Staged.object(h));
+            double damp = Double.NaN;
+            int dead = 0;
+            if (key.expert() < 0 || h.tokens() >= run.job().expertMinTokens()
+                    || (key.input() == Input.DOWN_IN && run.job().expertFallback() == QuantizeJob.ExpertFallback.LAYER)) {
+                GptqPreparation prep = Gptq.prepare(h, run.job().quant());
+                work.writeOnce(prepPath(layer, key), Staged.object(prep));
+                damp = prep.dampPercentUsed();
+                dead = prep.deadCount();
+            }
+            if (run.job().saveHessians() != null && key.expert() < 0) {
+                HessianExport.write(run.storage(), run.job().saveHessians(), layer, key.input(), h,
+                        run.job().quant().precision());
+            }
+            summary = new InputSummary(key.input(), key.expert(), h.columns(), h.sequences(), h.tokens(), damp, dead,
+                    h.diagonal());
         }
-        InputSummary summary = new InputSummary(input, h.columns(), h.sequences(), h.tokens(),
-                prep.dampPercentUsed(), prep.deadCount(), h.diagonal());
-        work.writeOnce(summaryPath(layer, input), Staged.object(summary));
+        work.writeOnce(summaryPath(layer, key), Staged.object(summary));
         return summary;
     }
 
@@ -184,9 +304,17 @@ final class LayerHessians {
      * 14336 columns). Only a layer's quantize step reads them, and a resumed run never repeats a finished layer, so
      * this runs once progress has moved past it; the summaries stay for the exports.
      */
-    static void dropSolverInputs(WorkDir work, int layer) {
-        for (Input input : Input.values()) {
-            for (String path : List.of(hessianPath(layer, input), prepPath(layer, input))) {
+    static void dropSolverInputs(WorkDir work, int layer, List<LinearModule> modules) {
+        java.util.Set<String> files = new java.util.TreeSet<>();
+        for (LinearModule m : modules) {
+            files.add(Key.of(m).file());
+            if (m.routed()) {
+                files.add(Input.MLP_IN.name());
+            }
+        }
+        for (String file : files) {
+            for (String path : List.of("layers/" + layer + "/hessian-" + file + ".bin",
+                    "layers/" + layer + "/prep-" + file + ".bin")) {
                 if (work.exists(path)) {
                     work.delete(path);
                 }
@@ -194,15 +322,15 @@ final class LayerHessians {
         }
     }
 
-    static String hessianPath(int layer, Input input) {
-        return "layers/" + layer + "/hessian-" + input + ".bin";
+    static String hessianPath(int layer, Key key) {
+        return "layers/" + layer + "/hessian-" + key.file() + ".bin";
     }
 
-    static String prepPath(int layer, Input input) {
-        return "layers/" + layer + "/prep-" + input + ".bin";
+    static String prepPath(int layer, Key key) {
+        return "layers/" + layer + "/prep-" + key.file() + ".bin";
     }
 
-    static String summaryPath(int layer, Input input) {
-        return "layers/" + layer + "/summary-" + input + ".bin";
+    static String summaryPath(int layer, Key key) {
+        return "layers/" + layer + "/summary-" + key.file() + ".bin";
     }
 }

@@ -35,7 +35,7 @@ record ModuleBlocks(LinearModule module, int rowsPerBlock) implements Serializab
         }
 
         String stagedPath() {
-            return "layers/" + module.layer() + "/" + module.kind() + "/rows-" + String.format("%06d", r0) + ".bin";
+            return "layers/" + module.layer() + "/" + module.key() + "/rows-" + String.format("%06d", r0) + ".bin";
         }
     }
 }

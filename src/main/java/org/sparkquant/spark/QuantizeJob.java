@@ -31,6 +31,11 @@ import org.sparkquant.model.MemoryPlan;
  * @param hessianImportance GGUF only: weight ggml's scale search by diag(H) of each module's input (llama.cpp's
  *     imatrix statistic), with GPTQ or RTN
  * @param exportImatrix where to write the Hessian diagonals as a llama.cpp imatrix file, or null
+ * @param expertMinTokens mixture-of-experts models: a routed expert that receives fewer calibration tokens than this
+ *     (counted at its gate/up input) is quantized by {@code expertFallback} instead of GPTQ on its own Hessians
+ * @param expertFallback {@code LAYER}: GPTQ with the Hessians of every token of the layer (gate/up: the layer's
+ *     post-attention-norm input; down: the expert's activation over every token, as if all were routed to it);
+ *     {@code RTN}: round-to-nearest
  * @param inputs fingerprints of the input files (model files, calibration data) by name: a resumed run refuses
  *     inputs that changed at the same locations
  */
@@ -52,9 +57,17 @@ public record QuantizeJob(
         LlamaFileType ggufType,
         boolean hessianImportance,
         String exportImatrix,
+        int expertMinTokens,
+        ExpertFallback expertFallback,
         SortedMap<String, String> inputs) implements Serializable {
 
     public enum Method { GPTQ, RTN }
+
+    /** What quantizes a routed expert with fewer than {@code expertMinTokens} calibration tokens. */
+    public enum ExpertFallback { LAYER, RTN }
+
+    /** Default of {@code --expert-min-tokens}. */
+    public static final int DEFAULT_EXPERT_MIN_TOKENS = 32;
 
     public enum Format { GPTQ, GGUF }
 
@@ -65,6 +78,11 @@ public record QuantizeJob(
         Objects.requireNonNull(quant, "quant");
         Objects.requireNonNull(unpackable, "unpackable");
         Objects.requireNonNull(format, "format");
+        Objects.requireNonNull(expertFallback, "expertFallback");
+        if (expertMinTokens < 1) {
+            throw SparkQuantException.badInput("--expert-min-tokens must be at least 1 (an expert without tokens has "
+                    + "no Hessian of its own), got " + expertMinTokens);
+        }
         inputs = Collections.unmodifiableSortedMap(new TreeMap<>(Objects.requireNonNull(inputs, "inputs")));
         if (samples <= 0 || seqLen < 2 || samplesPerPartition <= 0) {
             throw SparkQuantException.badInput("--samples and --samples-per-partition must be positive, --seq-len at "
@@ -109,7 +127,7 @@ public record QuantizeJob(
     public QuantizeJob withInputs(SortedMap<String, String> fingerprints) {
         return new QuantizeJob(model, output, method, quant, trueSequential, calibration, samples, seqLen, seed,
                 samplesPerPartition, saveHessians, maxShardBytes, unpackable, format, ggufType, hessianImportance,
-                exportImatrix, fingerprints);
+                exportImatrix, expertMinTokens, expertFallback, fingerprints);
     }
 
     /** Whether the run needs calibration data and the layer-by-layer Hessian pass. */
@@ -146,6 +164,8 @@ public record QuantizeJob(
         private int seqLen = 2048;
         private long seed;
         private int samplesPerPartition = MemoryPlan.DEFAULT_SAMPLES_PER_PARTITION;
+        private int expertMinTokens = DEFAULT_EXPERT_MIN_TOKENS;
+        private String expertFallback = "layer";
         private String saveHessians;
         private long maxShardBytes = 4L << 30;
         private String unpackable = "dense";
@@ -242,6 +262,16 @@ public record QuantizeJob(
             return this;
         }
 
+        public Builder expertMinTokens(int v) {
+            expertMinTokens = v;
+            return this;
+        }
+
+        public Builder expertFallback(String v) {
+            expertFallback = v;
+            return this;
+        }
+
         /** The validated job (without input fingerprints: {@link QuantizeJob#withInputs}). */
         public QuantizeJob build() {
             Format f = switch (format.toLowerCase(Locale.ROOT)) {
@@ -277,9 +307,15 @@ public record QuantizeJob(
                 default -> throw SparkQuantException.badInput("--unpackable must be dense or error, got '"
                         + unpackable + "'");
             };
+            ExpertFallback fallback = switch (expertFallback.toLowerCase(Locale.ROOT)) {
+                case "layer" -> ExpertFallback.LAYER;
+                case "rtn" -> ExpertFallback.RTN;
+                default -> throw SparkQuantException.badInput("--expert-fallback must be layer or rtn, got '"
+                        + expertFallback + "'");
+            };
             return new QuantizeJob(model, output, m, quant.withPrecision(p), trueSequential, calibration, samples,
                     seqLen, seed, samplesPerPartition, saveHessians, maxShardBytes, policy, f, fileType,
-                    hessianImportance, exportImatrix, new TreeMap<>());
+                    hessianImportance, exportImatrix, expertMinTokens, fallback, new TreeMap<>());
         }
     }
 
@@ -303,6 +339,8 @@ public record QuantizeJob(
         n.put("gguf_type", ggufType == null ? null : ggufType.name());
         n.put("hessian_importance", hessianImportance);
         n.put("export_imatrix", exportImatrix);
+        n.put("expert_min_tokens", expertMinTokens);
+        n.put("expert_fallback", expertFallback.name().toLowerCase(Locale.ROOT));
         n.set("inputs", mapper.valueToTree(inputs));
         try {
             return mapper.writeValueAsString(n) + "\n";

@@ -7,13 +7,13 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Supplier;
-import java.util.stream.Collectors;
 import java.util.stream.IntStream;
 
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
+import org.sparkquant.SparkQuantException;
 import org.sparkquant.io.Storage;
 import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
@@ -77,6 +77,10 @@ public final class QuantizePipeline {
             ModelInventory inventory;
             try (TensorStore store = TensorStore.open(storage, job.model())) {
                 inventory = ModelInventory.of(source.config(), store);
+            }
+            if (inventory.moe() && job.saveHessians() != null) {
+                throw SparkQuantException.badInput("--save-hessians is not supported for mixture-of-experts models ("
+                        + inventory.config().modelType() + ") yet");
             }
             List<LinearModule> quantized = target.plan(storage, inventory, progress);
             WorkDir work = target.workDir(storage).withFaults(faults);
@@ -177,14 +181,13 @@ public final class QuantizePipeline {
                 if (modules.isEmpty()) {
                     continue;
                 }
-                String label = modules.stream().map(m -> m.name().substring(m.name().indexOf(".", 13) + 1))
-                        .collect(Collectors.joining(","));
-                List<Input> needed = modules.stream().map(LinearModule::input).distinct().toList();
+                String label = label(modules);
                 progress.step(layer, label + " · hessian");
-                inputs.putAll(LayerHessians.compute(run, states, layer, done, needed));
+                hessians(run, states, layer, done, modules, inputs);
                 List<ModuleBlocks.Block> blocks = BlockQuantizer.blocksOf(modules);
                 progress.step(layer, label + " · quantize " + blocks.size() + " blocks");
-                layerStats.addAll(BlockQuantizer.quantize(jsc, run, blocks));
+                layerStats.addAll(BlockQuantizer.quantize(jsc, run, blocks,
+                        ExpertRules.plan(run.job(), inputs, modules)));
                 if (run.job().trueSequential()) {
                     done.addAll(modules);
                 }
@@ -205,11 +208,59 @@ public final class QuantizePipeline {
             if (layer > 0) {
                 work.delete("hidden/" + layer);
             }
-            LayerHessians.dropSolverInputs(work, layer);
+            LayerHessians.dropSolverInputs(work, layer, inventory.layer(layer));
             progress.layerDone();
             run.faults().at(FaultHook.Point.LAYER_DONE, layer, 0);
         }
         states.unpersist(false);
+    }
+
+    /**
+     * The Hessians a group of modules needs: each module's own (an expert's from the tokens routed to it), and in a
+     * sparse layer the MLP input over every token (the fallback of experts below the token threshold). Experts'
+     * down_proj Hessians come last: whether an expert is below the threshold is known from its gate/up Hessian, and
+     * with {@code --expert-fallback layer} such an expert's down_proj Hessian takes every token.
+     */
+    private static void hessians(QuantizeRun run, JavaRDD<SampleState> states, int layer, List<LinearModule> done,
+            List<LinearModule> modules, Map<String, InputSummary> inputs) {
+        Set<LayerHessians.Key> first = new java.util.LinkedHashSet<>();
+        Set<LayerHessians.Key> downs = new java.util.LinkedHashSet<>();
+        // the all-token MLP input first, then each expert's: the packing MemoryPlan.moePassBytes bounds
+        modules.stream().filter(m -> m.routed() && m.input() == Input.MLP_IN).findFirst()
+                .ifPresent(m -> first.add(new LayerHessians.Key(Input.MLP_IN, -1, m.inFeatures())));
+        for (LinearModule m : modules) {
+            LayerHessians.Key k = LayerHessians.Key.of(m);
+            if (m.routed() && m.input() == Input.DOWN_IN) {
+                downs.add(k);
+            } else {
+                first.add(k);
+            }
+        }
+        if (!first.isEmpty()) {
+            inputs.putAll(LayerHessians.compute(run, states, layer, done, List.copyOf(first), Set.of()));
+        }
+        if (!downs.isEmpty()) {
+            Set<Integer> dense = new java.util.TreeSet<>();
+            if (run.job().expertFallback() == QuantizeJob.ExpertFallback.LAYER) {
+                for (LayerHessians.Key k : downs) {
+                    if (ExpertRules.below(run.job(), inputs, layer, k.expert())) {
+                        dense.add(k.expert());
+                    }
+                }
+            }
+            inputs.putAll(LayerHessians.compute(run, states, layer, done, List.copyOf(downs), dense));
+        }
+    }
+
+    /** A group's modules for progress lines: {@code self_attn.q_proj,...}; experts as {@code experts[N].gate_proj}. */
+    static String label(List<LinearModule> modules) {
+        Set<String> parts = new java.util.LinkedHashSet<>();
+        long experts = modules.stream().filter(LinearModule::routed).mapToInt(LinearModule::expert).distinct().count();
+        for (LinearModule m : modules) {
+            String local = m.name().substring(m.name().indexOf(".", 13) + 1);
+            parts.add(m.routed() ? "experts[" + experts + "]." + m.kind() : local);
+        }
+        return String.join(",", parts);
     }
 
     private static void record(Map<String, BlockStats> into, List<BlockStats> stats) {

@@ -32,8 +32,20 @@ import org.sparkquant.report.ReportHtml;
  */
 public final class QuantizeReport {
     /** One row of the report; {@code ggmlType} is the block type of a GGUF output (else null). */
+    /**
+     * One module's figures; a routed expert's ({@code expert} >= 0) with the calibration tokens routed to it and the
+     * fallback rule that quantized it ({@code layer}, {@code rtn}) when they were fewer than the threshold, else null.
+     */
     public record ModuleReport(String name, int layer, int rows, int cols, boolean quantized, int bits, int groupSize,
-            String ggmlType, double dampPercent, double loss, double hessianError, double rtnError, double seconds) {}
+            String ggmlType, double dampPercent, double loss, double hessianError, double rtnError, double seconds,
+            int expert, long tokens, String fallback) {
+        public ModuleReport(String name, int layer, int rows, int cols, boolean quantized, int bits, int groupSize,
+                String ggmlType, double dampPercent, double loss, double hessianError, double rtnError,
+                double seconds) {
+            this(name, layer, rows, cols, quantized, bits, groupSize, ggmlType, dampPercent, loss, hessianError,
+                    rtnError, seconds, -1, -1, null);
+        }
+    }
 
     private final QuantizeJob job;
     private final OutputTarget target;
@@ -116,11 +128,24 @@ public final class QuantizeReport {
                 if (t == null) {
                     throw SparkQuantException.internal("no statistics for the quantized module " + m.name(), null);
                 }
-                InputSummary in = inputs.get(m.layer() + "/" + m.input());
                 OutputTarget.ModuleType type = target.type(m);
+                long tokens = -1;
+                String fallback = null;
+                InputSummary in = inputs.get(m.hessianKey());
+                if (m.routed() && job.layerwise()) {
+                    InputSummary routed = inputs.get(LinearModule.hessianKey(m.layer(), LinearModule.Input.MLP_IN,
+                            m.expert()));
+                    tokens = routed == null ? -1 : routed.tokens();
+                    if (routed != null && tokens < job.expertMinTokens()) {
+                        fallback = job.expertFallback().name().toLowerCase(java.util.Locale.ROOT);
+                        in = job.expertFallback() == QuantizeJob.ExpertFallback.RTN ? null
+                                : m.input() == LinearModule.Input.MLP_IN
+                                ? inputs.get(LinearModule.hessianKey(m.layer(), LinearModule.Input.MLP_IN, -1)) : in;
+                    }
+                }
                 out.add(new ModuleReport(m.name(), m.layer(), m.outFeatures(), m.inFeatures(), true, type.bits(),
                         type.groupSize(), type.ggmlType(), in == null || !gptq ? Double.NaN : in.dampPercentUsed(),
-                        t[0], t[1], t[2], t[3]));
+                        t[0], t[1], t[2], t[3], m.expert(), tokens, fallback));
             }
         }
         out.sort(Comparator.comparingInt(ModuleReport::layer));
@@ -234,6 +259,16 @@ public final class QuantizeReport {
         var warningList = root.putArray("warnings");
         progress.warnings().forEach(warningList::add);
         warnings.forEach(warningList::add);
+        if (modules.stream().anyMatch(r -> r.expert() >= 0)) {
+            // routed experts: how many there are and how many had too few calibration tokens for their own Hessians
+            ObjectNode moe = root.putObject("moe");
+            moe.put("expert_min_tokens", job.expertMinTokens());
+            moe.put("expert_fallback", job.expertFallback().name().toLowerCase(java.util.Locale.ROOT));
+            moe.put("experts", modules.stream().filter(r -> r.expert() >= 0).map(r -> r.layer() + "/" + r.expert())
+                    .distinct().count());
+            moe.put("experts_below_threshold", modules.stream().filter(r -> r.fallback() != null)
+                    .map(r -> r.layer() + "/" + r.expert()).distinct().count());
+        }
         var array = root.putArray("modules");
         for (ModuleReport r : modules) {
             ObjectNode n = array.addObject();
@@ -247,6 +282,15 @@ public final class QuantizeReport {
             } else if (r.quantized()) {
                 n.put("bits", r.bits());
                 n.put("group_size", r.groupSize());
+            }
+            if (r.expert() >= 0) {
+                n.put("expert", r.expert());
+                if (r.tokens() >= 0) {
+                    n.put("tokens", r.tokens());
+                }
+                if (r.fallback() != null) {
+                    n.put("fallback", r.fallback());
+                }
             }
             if (r.quantized()) {
                 putNumber(n, "damp_percent", r.dampPercent());

@@ -22,7 +22,7 @@ final class StagedLayers {
         ModelSource source = run.source();
         // the work directory names the run: another run over the same model stages other weights
         String prefix = source.uri() + "@" + run.work().root() + "#" + layer + ":";
-        List<String> kinds = replaced.stream().map(LinearModule::kind).toList();
+        List<String> kinds = replaced.stream().map(LinearModule::key).toList();
         String key = prefix + String.join(",", kinds);
         // the module kinds a cached copy of this layer replaced, from its key
         Function<String, List<String>> replacedIn = cached -> Stream.of(cached.substring(prefix.length()).split(","))
@@ -33,7 +33,7 @@ final class StagedLayers {
         return ExecutorCache.layer(key, extendable, (previousKey, previous) -> {
             LayerWeights w = previous != null ? previous : source.open().layerWeights(layer);
             List<String> had = previous != null ? replacedIn.apply(previousKey) : List.of();
-            List<LinearModule> todo = replaced.stream().filter(m -> !had.contains(m.kind())).toList();
+            List<LinearModule> todo = replaced.stream().filter(m -> !had.contains(m.key())).toList();
             for (LinearModule m : todo) {
                 float[] weight = new float[m.outFeatures() * m.inFeatures()];
                 for (ModuleBlocks.Block b : ModuleBlocks.of(m).blocks()) {
@@ -42,7 +42,7 @@ final class StagedLayers {
                             b.rows() * m.inFeatures());
                 }
                 float[] bias = m.bias() ? source.open().store().readFloats(m.biasName()) : null;
-                w = w.with(m.kind(), DenseLinear.of(weight, m.outFeatures(), m.inFeatures(), bias));
+                w = w.with(m.key(), DenseLinear.of(weight, m.outFeatures(), m.inFeatures(), bias));
             }
             return w;
         });

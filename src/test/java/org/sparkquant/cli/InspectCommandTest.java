@@ -79,6 +79,29 @@ class InspectCommandTest {
         }
     }
 
+    /** The same for mixture-of-experts models, whose experts the export stacks into 3-D tensors. */
+    @Test
+    void ggufPlanOfMoeModelsMatchesTheExport() throws Exception {
+        for (String kind : org.sparkquant.format.gguf.GgufMoeModels.ALL) {
+            Path model = org.sparkquant.format.gguf.GgufMoeModels.write(tmp, kind);
+            LlamaFileType type = LlamaFileType.Q4_K_M;
+            JsonNode j = json("inspect", "--model", model.toString(), "--json", "--gguf-type", type.name());
+            Map<String, String> planned = new LinkedHashMap<>();
+            j.get("gguf_plan").get("tensors").forEach(t -> planned.put(t.get("name").asText(),
+                    t.get("type").asText()));
+            Map<String, String> exported = new LinkedHashMap<>();
+            try (TensorStore store = TensorStore.open(Storage.local(), model.toString())) {
+                GgufExporter e = GgufExporter.forModel(Storage.local(), model.toString(), store, type,
+                        GgufRecipe.Options.DEFAULT, GgufMetadata.Options.DEFAULT);
+                for (ExportTensor t : e.tensors()) {
+                    exported.put(t.name(), t.type().name());
+                }
+            }
+            assertEquals(exported, planned, kind);
+            assertTrue(planned.containsKey("blk.1.ffn_down_exps.weight"), kind);
+        }
+    }
+
     @Test
     void sharedModels() throws Exception {
         Path dev = TestPaths.shared("models/dev-llama2-26m");

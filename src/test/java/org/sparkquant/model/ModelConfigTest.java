@@ -2,11 +2,13 @@ package org.sparkquant.model;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -53,6 +55,23 @@ class ModelConfigTest {
             assertEquals(rope.get("low_freq_factor").asDouble(), r.lowFreqFactor(), name);
             assertEquals(rope.get("high_freq_factor").asDouble(), r.highFreqFactor(), name);
             assertEquals(rope.get("original_max_position_embeddings").asInt(), r.originalMaxPositions(), name);
+        }
+        JsonNode moe = ref.get("moe");
+        if (moe == null || moe.isNull()) {
+            assertNull(c.moe(), name + " is dense");
+        } else {
+            MoeConfig m = c.moe();
+            assertEquals(moe.get("experts").asInt(), m.experts(), name + " experts");
+            assertEquals(moe.get("top_k").asInt(), m.topK(), name + " top-k");
+            assertEquals(moe.get("expert_intermediate_size").asInt(), m.expertIntermediateSize(), name);
+            assertEquals(moe.get("norm_topk_prob").asBoolean(), m.normTopkProb(), name + " norm_topk_prob");
+            assertEquals(moe.get("shared_intermediate_size").asInt(), m.sharedIntermediateSize(), name);
+            List<Integer> dense = new java.util.ArrayList<>();
+            moe.get("dense_layers").forEach(v -> dense.add(v.asInt()));
+            assertEquals(dense, m.denseLayers(), name + " dense layers");
+            for (int i = 0; i < c.numLayers(); i++) {
+                assertEquals(!dense.contains(i), c.sparse(i), name + " layer " + i);
+            }
         }
         double[] inv = r.inverseFrequencies(c.headDim());
         JsonNode want = ref.get("inv_freq");
@@ -227,9 +246,27 @@ class ModelConfigTest {
     }
 
     @Test
+    void badExpertSettingsAreRejectedByName() {
+        String qwen = TransformersReference.configText("tiny-qwen2-moe");
+        assertMessage(() -> ModelConfig.parse(qwen.replace("\"num_experts_per_tok\": 2", "\"num_experts_per_tok\": 9"),
+                "c.json"), "c.json", "num_experts_per_tok 9 exceeds the 8 experts");
+        assertMessage(() -> ModelConfig.parse(qwen.replace("\"mlp_only_layers\": [1]", "\"mlp_only_layers\": 1"),
+                "c.json"), "c.json", "mlp_only_layers must be a list");
+        assertMessage(() -> ModelConfig.parse(qwen.replace("\"mlp_only_layers\": [1]", "\"mlp_only_layers\": [-1]"),
+                "c.json"), "c.json", "mlp_only_layers holds -1");
+        assertMessage(() -> ModelConfig.parse(qwen.replace("\"num_experts\": 8", "\"num_experts\": 0"),
+                "c.json"), "c.json", "num_experts must be a positive integer");
+        // decoder_sparse_step 2: layers 1 (and 3, ...) sparse, the others dense
+        ModelConfig stepped = ModelConfig.parse(qwen.replace("\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 2")
+                .replace("\"mlp_only_layers\": [1]", "\"mlp_only_layers\": []"), "c.json");
+        assertEquals(List.of(0, 2), stepped.moe().denseLayers());
+        assertFalse(parse("tiny-qwen3-bias").sparse(0));
+    }
+
+    @Test
     void unsupportedModelTypeListsTheSupportedOnes() {
         rejects("model_type", "\"gemma2\"", "model_type 'gemma2' is not supported (supported: llama, mistral, qwen2, "
-                + "qwen3)");
+                + "qwen3, mixtral, qwen2_moe, qwen3_moe)");
         rejects("model_type", null, "missing model_type");
         rejects("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported");
     }

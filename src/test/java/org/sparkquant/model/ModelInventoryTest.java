@@ -58,8 +58,25 @@ class ModelInventoryTest {
         long total = 0;
         for (int i = 0; i < config.numLayers(); i++) {
             List<LinearModule> modules = inv.layer(i);
-            assertEquals(List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                    modules.stream().map(LinearModule::kind).toList());
+            List<String> kinds = new ArrayList<>(List.of("q_proj", "k_proj", "v_proj", "o_proj"));
+            int experts = config.sparse(i) ? config.moe().experts() : 0;
+            assertEquals(experts, inv.experts(i));
+            for (int e = 0; e < Math.max(1, experts); e++) {
+                kinds.addAll(List.of("gate_proj", "up_proj", "down_proj"));
+                if (experts > 0) {
+                    assertEquals(List.of("gate_proj", "up_proj", "down_proj"),
+                            inv.expertModules(i, e).stream().map(LinearModule::kind).toList());
+                }
+            }
+            if (config.sparse(i) && config.moe().sharedExpert()) {
+                kinds.addAll(LinearModule.SHARED_KINDS);
+            }
+            assertEquals(kinds, modules.stream().map(LinearModule::kind).toList(), name + " layer " + i);
+            assertEquals(modules.size(), modules.stream().map(LinearModule::key).distinct().count());
+            for (String t : inv.unquantizedLayerTensors(i)) {
+                assertTrue(want.containsKey(t), t);
+                assertTrue(modules.stream().noneMatch(m -> m.weight().equals(t)), t + " is not quantized");
+            }
             for (LinearModule m : modules) {
                 assertEquals(i, m.layer());
                 assertArrayEquals(want.get(m.weight()), new long[] {m.outFeatures(), m.inFeatures()}, m.weight());
@@ -144,7 +161,7 @@ class ModelInventoryTest {
             assertNull(ModelInventory.of(config).shardOf("model.norm.weight"));
             checked++;
         }
-        assertEquals(4, checked);
+        assertEquals(7, checked);
     }
 
     private void assertRejected(String configName, Consumer<Map<String, long[]>> edit, Map<String, DType> dtypes,
@@ -174,6 +191,20 @@ class ModelInventoryTest {
                 "missing tensor 'model.layers.0.self_attn.v_proj.bias'");
         assertRejected("tiny-mistral", t -> t.remove("model.embed_tokens.weight"), Map.of(),
                 "missing tensor 'model.embed_tokens.weight'");
+        assertRejected("tiny-mixtral", t -> t.remove("model.layers.1.block_sparse_moe.experts.7.w3.weight"),
+                Map.of(), "missing tensor 'model.layers.1.block_sparse_moe.experts.7.w3.weight' (expected shape "
+                        + "[96, 64] for mixtral)");
+        assertRejected("tiny-qwen2-moe", t -> t.remove("model.layers.2.mlp.shared_expert_gate.weight"), Map.of(),
+                "missing tensor 'model.layers.2.mlp.shared_expert_gate.weight' (expected shape [1, 64]");
+        assertRejected("tiny-qwen3-moe", t -> {
+            t.keySet().removeIf(n -> n.startsWith("model.layers.0.mlp.experts."));
+            t.put("model.layers.0.mlp.experts.gate_up_proj", new long[] {16, 64, 64});
+            t.put("model.layers.0.mlp.experts.down_proj", new long[] {16, 64, 32});
+        }, Map.of(), "'model.layers.0.mlp.experts.gate_up_proj' is a fused 3-D expert tensor (transformers' "
+                + "in-memory layout); expected one 2-D tensor per expert and projection, e.g. "
+                + "'model.layers.0.mlp.experts.0.gate_proj.weight'");
+        assertRejected("tiny-qwen3-moe", t -> t.remove("model.layers.0.mlp.gate.weight"), Map.of(),
+                "missing tensor 'model.layers.0.mlp.gate.weight' (expected shape [16, 64] for qwen3_moe)");
     }
 
     @Test
@@ -185,6 +216,9 @@ class ModelInventoryTest {
                 "tensor 'model.norm.weight' has shape [48, 1], expected [48]");
         assertRejected("tiny-qwen3-bias", t -> { }, Map.of("model.layers.1.mlp.up_proj.weight", DType.I8),
                 "tensor 'model.layers.1.mlp.up_proj.weight' has dtype I8, expected a floating-point type");
+        assertRejected("tiny-qwen3-moe", t -> t.put("model.layers.1.mlp.experts.15.down_proj.weight",
+                new long[] {32, 64}), Map.of(), "tensor 'model.layers.1.mlp.experts.15.down_proj.weight' has shape "
+                        + "[32, 64], expected [64, 32]");
     }
 
     @Test

@@ -65,7 +65,7 @@ class DecoderLayerTest {
                 layer.runUntil(hidden, batch, w, hooks, until);
             }
         }
-        List<Input> expected = Arrays.asList(Input.values());
+        List<Input> expected = Input.DENSE;
         if (until != null) {
             expected = expected.subList(0, until.ordinal() + 1);
         }
@@ -79,7 +79,7 @@ class DecoderLayerTest {
         Map<Input, float[]> all = run(weights, full, null);
         assertEquals(config.intermediateSize(), all.get(Input.DOWN_IN).length / batch.tokens());
         assertEquals(config.qDim(), all.get(Input.ATTN_OUT_IN).length / batch.tokens());
-        for (Input until : Input.values()) {
+        for (Input until : Input.DENSE) {
             INDArray hidden = embedded();
             float[] before = hidden.data().asFloat();
             Map<Input, float[]> partial = run(weights, hidden, until);

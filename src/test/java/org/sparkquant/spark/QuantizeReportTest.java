@@ -41,7 +41,8 @@ class QuantizeReportTest {
         QuantConfig quant = QuantConfig.defaults().withDampPercent(0.01);
         QuantizeJob job = new QuantizeJob(tmp.resolve("m").toString(), tmp.resolve("out").toString(),
                 QuantizeJob.Method.GPTQ, quant, true, "calib.txt", 8, 32, 0, 4, null, 1L << 30,
-                GptqCheckpointWriter.Unpackable.DENSE, QuantizeJob.Format.GPTQ, null, false, null, new TreeMap<>());
+                GptqCheckpointWriter.Unpackable.DENSE, QuantizeJob.Format.GPTQ, null, false, null,
+                QuantizeJob.DEFAULT_EXPERT_MIN_TOKENS, QuantizeJob.ExpertFallback.LAYER, new TreeMap<>());
         Set<String> quantized = new HashSet<>();
         List<BlockStats> blocks = new ArrayList<>();
         Map<String, InputSummary> inputs = new HashMap<>();

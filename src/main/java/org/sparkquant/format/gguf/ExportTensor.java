@@ -1,5 +1,6 @@
 package org.sparkquant.format.gguf;
 
+import java.util.List;
 import java.util.Objects;
 
 /**
@@ -10,19 +11,63 @@ import java.util.Objects;
  * permuted within each head, everything else is not). Rows are independent, so a producer may quantize them in any
  * grouping; blocks run along a row.
  *
+ * <p>A stacked expert tensor (ne = {in, out, n_expert}) has one source per expert, the hub's 2-D
+ * {@code [out, in]} tensors: its rows are expert 0's rows, then expert 1's, … ({@link #expertOf},
+ * {@link #expertRow}).
+ *
  * @param index position in the file (0-based)
  * @param tensor the GGUF declaration
- * @param hfName the Hugging Face tensor, or null for a generated tensor
+ * @param sources the Hugging Face tensor (one per expert of a stacked tensor), or empty for a generated tensor
  * @param permuteHeads heads of the rotary row permutation, or 0
  * @param generated the values of a generated tensor (rope_freqs.weight), else null
  */
-public record ExportTensor(int index, GgufTensor tensor, String hfName, int permuteHeads, float[] generated) {
+public record ExportTensor(int index, GgufTensor tensor, List<String> sources, int permuteHeads, float[] generated) {
     public ExportTensor {
         Objects.requireNonNull(tensor);
-        if ((hfName == null) == (generated == null)) {
-            throw new IllegalArgumentException(tensor.name() + ": either a source tensor or generated values");
+        sources = List.copyOf(sources);
+        if (sources.isEmpty() == (generated == null)) {
+            throw new IllegalArgumentException(tensor.name() + ": either source tensors or generated values");
+        }
+        if (sources.size() > 1 && (tensor.nDims() != 3 || tensor.ne(2) != sources.size() || permuteHeads != 0)) {
+            throw new IllegalArgumentException(tensor.name() + ": " + sources.size() + " experts need a 3-D tensor"
+                    + " stacked over them");
         }
         generated = generated == null ? null : generated.clone();
+    }
+
+    /** A tensor of one source, or a generated one ({@code hfName} null). */
+    public ExportTensor(int index, GgufTensor tensor, String hfName, int permuteHeads, float[] generated) {
+        this(index, tensor, hfName == null ? List.of() : List.of(hfName), permuteHeads, generated);
+    }
+
+    /** The Hugging Face tensor of an unstacked tensor; null for a generated or stacked one. */
+    public String hfName() {
+        return sources.size() == 1 && !stacked() ? sources.get(0) : null;
+    }
+
+    /** Whether this is a 3-D tensor stacked over experts, one source each. */
+    public boolean stacked() {
+        return tensor.nDims() == 3 && !sources.isEmpty();
+    }
+
+    /** Experts stacked (1 for other tensors). */
+    public int experts() {
+        return stacked() ? sources.size() : 1;
+    }
+
+    /** Rows of one expert (all rows of an unstacked tensor). */
+    public int rowsPerExpert() {
+        return rows() / experts();
+    }
+
+    /** The expert whose slice holds GGUF row {@code ggufRow}. */
+    public int expertOf(int ggufRow) {
+        return ggufRow / rowsPerExpert();
+    }
+
+    /** The row within its expert's source of GGUF row {@code ggufRow}. */
+    public int expertRow(int ggufRow) {
+        return ggufRow % rowsPerExpert();
     }
 
     public String name() {
@@ -80,7 +125,10 @@ public record ExportTensor(int index, GgufTensor tensor, String hfName, int perm
 
     @Override
     public String toString() {
-        return tensor + (hfName == null ? " (generated)" : " <- " + hfName + (permuteHeads > 0 ? " (permuted, "
-                + permuteHeads + " heads)" : ""));
+        if (sources.isEmpty()) {
+            return tensor + " (generated)";
+        }
+        return tensor + " <- " + (stacked() ? sources.get(0) + " … (" + sources.size() + " experts)" : sources.get(0))
+                + (permuteHeads > 0 ? " (permuted, " + permuteHeads + " heads)" : "");
     }
 }

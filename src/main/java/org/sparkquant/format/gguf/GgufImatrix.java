@@ -84,6 +84,9 @@ public final class GgufImatrix {
         private final int chunkSize;
         private final Map<String, double[]> sums = new TreeMap<>();
         private final Map<String, Long> counts = new TreeMap<>();
+        /** Stacked expert tensors: per tensor, each expert's sums and tokens (an expert never added: zeros, 0). */
+        private final Map<String, double[][]> expertSums = new TreeMap<>();
+        private final Map<String, long[]> expertCounts = new TreeMap<>();
         private final List<String> datasets = new ArrayList<>();
         private int chunks = -1;
 
@@ -113,6 +116,36 @@ public final class GgufImatrix {
         }
 
         /**
+         * Adds {@code Σ x²} per column over {@code tokens} tokens to expert {@code expert}'s slice of a stacked
+         * expert tensor of {@code experts} experts (llama-imatrix's per-expert statistics of a 3-D tensor).
+         */
+        public Builder addExpert(String tensor, int expert, int experts, double[] sumOfSquares, long tokens) {
+            if (sums.containsKey(tensor)) {
+                throw new IllegalArgumentException(tensor + " has a single-matrix entry");
+            }
+            double[][] m = expertSums.computeIfAbsent(tensor, k -> new double[experts][]);
+            long[] c = expertCounts.computeIfAbsent(tensor, k -> new long[experts]);
+            if (m.length != experts || expert < 0 || expert >= experts) {
+                throw new IllegalArgumentException(tensor + ": expert " + expert + " of " + experts + ", had "
+                        + m.length + " experts");
+            }
+            for (double[] other : m) {
+                if (other != null && other.length != sumOfSquares.length) {
+                    throw new IllegalArgumentException(tensor + ": " + sumOfSquares.length + " columns, had "
+                            + other.length);
+                }
+            }
+            if (m[expert] == null) {
+                m[expert] = new double[sumOfSquares.length];
+            }
+            for (int i = 0; i < sumOfSquares.length; i++) {
+                m[expert][i] += sumOfSquares[i];
+            }
+            c[expert] += tokens;
+            return this;
+        }
+
+        /**
          * {@link #add} under the GGUF name of a Hugging Face linear weight, e.g.
          * {@code model.layers.3.mlp.down_proj.weight} → {@code blk.3.ffn_down.weight}; {@code sumOfSquares} are of
          * that module's input.
@@ -121,6 +154,17 @@ public final class GgufImatrix {
             String name = GgufNames.ggufName(architecture, hfWeight).orElseThrow(
                     () -> SparkQuantException.badInput(hfWeight + " has no GGUF tensor"));
             return add(name, sumOfSquares, tokens);
+        }
+
+        /**
+         * {@link #addHf} for a model whose layers have {@code experts} routed experts: an expert's weight adds to
+         * its slice of the stacked tensor ({@link #addExpert}), any other weight as {@link #addHf}.
+         */
+        public Builder addHf(String architecture, String hfWeight, int experts, double[] sumOfSquares, long tokens) {
+            GgufNames.Slot slot = GgufNames.slot(architecture, hfWeight).orElseThrow(
+                    () -> SparkQuantException.badInput(hfWeight + " has no GGUF tensor"));
+            return slot.stacked() ? addExpert(slot.name(), slot.expert(), experts, sumOfSquares, tokens)
+                    : add(slot.name(), sumOfSquares, tokens);
         }
 
         /**
@@ -163,6 +207,30 @@ public final class GgufImatrix {
                 max = Math.max(max, c);
                 e.put(s.getKey(), new Entry(f, new long[] {c}));
             }
+            for (Map.Entry<String, double[][]> s : expertSums.entrySet()) {
+                double[][] m = s.getValue();
+                int cols = java.util.Arrays.stream(m).filter(java.util.Objects::nonNull).findFirst()
+                        .orElseThrow().length;
+                float[] f = new float[cols * m.length];
+                for (int x = 0; x < m.length; x++) {
+                    for (int i = 0; m[x] != null && i < cols; i++) {
+                        f[x * cols + i] = (float) m[x][i];
+                        if (!Float.isFinite(f[x * cols + i])) {
+                            throw SparkQuantException.badInput("imatrix entry " + s.getKey() + ": non-finite sum of"
+                                    + " expert " + x + " at column " + i);
+                        }
+                    }
+                }
+                long[] c = expertCounts.get(s.getKey());
+                for (long v : c) {
+                    max = Math.max(max, v);
+                }
+                e.put(s.getKey(), new Entry(f, c));
+            }
+            // entries sorted by name, as llama-imatrix writes them
+            Map<String, Entry> sorted = new LinkedHashMap<>();
+            new TreeMap<>(e).forEach(sorted::put);
+            e = sorted;
             int n = chunks >= 0 ? chunks : (int) ((max + chunkSize - 1) / chunkSize);
             return new GgufImatrix(e, datasets, n, chunkSize);
         }

@@ -62,7 +62,7 @@ public final class GgufMetadata {
         md.put("general.type", GgufValue.string("model"));
         md.putAll(sampling(files));
         md.put("general.name", GgufValue.string(name));
-        md.putAll(hyperParameters(config, raw.has("head_dim") && !raw.get("head_dim").isNull(), fileType));
+        md.putAll(hyperParameters(config, raw, fileType));
         md.put("general.quantization_version", GgufValue.u32(QUANTIZATION_VERSION));
         md.put("general.alignment", GgufValue.u32(options.alignment()));
         GgufVocab vocab = GgufVocab.load(storage, directory, arch, config.vocabSize(), options.vocab());
@@ -71,12 +71,15 @@ public final class GgufMetadata {
     }
 
     /**
-     * The architecture's keys (and general.file_type) for a config; {@code configHasHeadDim}: whether config.json
-     * sets head_dim (decides key_length/value_length for qwen2).
+     * The architecture's keys (and general.file_type) for a config and its config.json {@code raw} (whether it sets
+     * head_dim decides key_length/value_length for qwen2 and the mixture-of-experts models; the mixture-of-experts keys are read from it as the
+     * converter reads them: expert_count from num_local_experts / num_experts, expert_used_count from
+     * num_experts_per_tok, and for qwen2moe / qwen3moe expert_feed_forward_length from moe_intermediate_size and
+     * expert_shared_feed_forward_length from shared_expert_intermediate_size).
      */
-    public static Map<String, GgufValue> hyperParameters(ModelConfig c, boolean configHasHeadDim,
-            LlamaFileType fileType) {
+    public static Map<String, GgufValue> hyperParameters(ModelConfig c, JsonNode raw, LlamaFileType fileType) {
         String arch = GgufNames.architecture(c.modelType());
+        boolean configHasHeadDim = raw.has("head_dim") && !raw.get("head_dim").isNull();
         // a Mistral sliding window has no llama key; the converter drops it too (full attention in llama.cpp)
         Map<String, GgufValue> md = new LinkedHashMap<>();
         md.put(arch + ".block_count", GgufValue.u32(c.numLayers()));
@@ -98,7 +101,17 @@ public final class GgufMetadata {
         }
         md.put(arch + ".rope.freq_base", GgufValue.f32((float) rope.theta()));
         md.put(arch + ".attention.layer_norm_rms_epsilon", GgufValue.f32((float) c.rmsNormEps()));
-        if (!arch.equals("qwen2") || configHasHeadDim) {
+        JsonNode experts = first(raw, "num_local_experts", "num_experts", "n_routed_experts");
+        if (experts != null) {
+            md.put(arch + ".expert_count", GgufValue.u32(experts.asInt()));
+        }
+        JsonNode used = first(raw, "num_experts_per_tok", "num_experts_per_token", "top_k_experts");
+        if (used != null) {
+            md.put(arch + ".expert_used_count", GgufValue.u32(used.asInt()));
+        }
+        // transformers fills head_dim in for dense llama / mistral / qwen3 configs, not for qwen2 or the MoE classes
+        boolean filled = (arch.equals("llama") || arch.equals("qwen3")) && experts == null;
+        if (filled || configHasHeadDim) {
             md.put(arch + ".attention.key_length", GgufValue.u32(c.headDim()));
             md.put(arch + ".attention.value_length", GgufValue.u32(c.headDim()));
         }
@@ -107,7 +120,28 @@ public final class GgufMetadata {
             md.put(arch + ".vocab_size", GgufValue.u32(c.vocabSize()));
             md.put(arch + ".rope.dimension_count", GgufValue.u32(c.headDim()));
         }
+        if (arch.endsWith("moe")) {
+            JsonNode ff = raw.get("moe_intermediate_size");
+            if (ff != null && ff.isNumber()) {
+                md.put(arch + ".expert_feed_forward_length", GgufValue.u32(ff.asInt()));
+            }
+            JsonNode shared = raw.get("shared_expert_intermediate_size");
+            if (shared != null && shared.isNumber()) {
+                md.put(arch + ".expert_shared_feed_forward_length", GgufValue.u32(shared.asInt()));
+            }
+        }
         return md;
+    }
+
+    /** The first of the keys that config.json sets to a number (the converter's find_hparam), or null. */
+    private static JsonNode first(JsonNode raw, String... keys) {
+        for (String k : keys) {
+            JsonNode v = raw.get(k);
+            if (v != null && v.isNumber()) {
+                return v;
+            }
+        }
+        return null;
     }
 
     /**

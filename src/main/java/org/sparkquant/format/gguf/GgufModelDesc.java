@@ -7,10 +7,17 @@ import org.sparkquant.SparkQuantException;
 
 /**
  * What the GGUF recipe needs to know about a model: architecture name (GGUF's general.architecture: "llama",
- * "qwen2", "qwen3"), hyper-parameters, and the tensors in GGUF naming with ggml-order shapes. Dense models only.
+ * "qwen2", "qwen3", "qwen2moe", "qwen3moe"), hyper-parameters (nExpert: llama.cpp's n_expert, the routed experts
+ * of a mixture-of-experts model, 0 for a dense one), and the tensors in GGUF naming with ggml-order shapes.
  */
 public record GgufModelDesc(String architecture, int nLayer, int nHead, int nHeadKv, int nEmbd, int nFf, int vocab,
-        boolean tiedEmbeddings, List<Shape> tensors) {
+        boolean tiedEmbeddings, List<Shape> tensors, int nExpert) {
+
+    /** A dense model. */
+    public GgufModelDesc(String architecture, int nLayer, int nHead, int nHeadKv, int nEmbd, int nFf, int vocab,
+            boolean tiedEmbeddings, List<Shape> tensors) {
+        this(architecture, nLayer, nHead, nHeadKv, nEmbd, nFf, vocab, tiedEmbeddings, tensors, 0);
+    }
 
     /** A tensor's GGUF name and ggml-order shape (ne[0] = row length). */
     public record Shape(String name, long[] ne) {
@@ -36,9 +43,10 @@ public record GgufModelDesc(String architecture, int nLayer, int nHead, int nHea
     public GgufModelDesc {
         Objects.requireNonNull(architecture);
         tensors = List.copyOf(tensors);
-        if (nLayer < 1 || nHead < 1 || nHeadKv < 1 || nEmbd < 1 || nFf < 1 || vocab < 1) {
+        if (nLayer < 1 || nHead < 1 || nHeadKv < 1 || nEmbd < 1 || nFf < 1 || vocab < 1 || nExpert < 0) {
             throw SparkQuantException.badInput("model description has a non-positive size: layers " + nLayer
-                    + ", heads " + nHead + "/" + nHeadKv + ", hidden " + nEmbd + ", ffn " + nFf + ", vocab " + vocab);
+                    + ", heads " + nHead + "/" + nHeadKv + ", hidden " + nEmbd + ", ffn " + nFf + ", vocab " + vocab
+                    + ", experts " + nExpert);
         }
     }
 

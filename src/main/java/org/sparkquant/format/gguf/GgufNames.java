@@ -8,8 +8,15 @@ import java.util.regex.Pattern;
 import org.sparkquant.SparkQuantException;
 
 /**
- * Hugging Face → GGUF naming for the llama family, as llama.cpp's convert_hf_to_gguf.py does it: the GGUF
- * architecture of a checkpoint, each tensor's GGUF name, and the q/k row permutation of llama checkpoints.
+ * Hugging Face → GGUF naming for the llama family and its mixture-of-experts relatives, as llama.cpp's
+ * convert_hf_to_gguf.py does it: the GGUF architecture of a checkpoint, each tensor's GGUF name, and the q/k row
+ * permutation of llama checkpoints.
+ *
+ * <p>Mixture-of-experts layers: the router ({@code block_sparse_moe.gate} of Mixtral, {@code mlp.gate} of
+ * Qwen2/3-MoE) becomes {@code ffn_gate_inp}; the hub's one 2-D tensor per expert and projection is one slice of a 3-D
+ * tensor stacked over the experts ({@code ffn_gate_exps}, {@code ffn_up_exps}, {@code ffn_down_exps}, expert index
+ * outermost: ne = {in, out, n_expert}); Qwen2-MoE's shared expert is {@code ffn_*_shexp} and its sigmoid gate
+ * {@code ffn_gate_inp_shexp}. Mixtral converts as "llama" (q/k permuted like llama).
  *
  * <p>Llama (and Mistral, which converts as "llama") stores q_proj/k_proj rows in the HF rotary layout; GGUF wants
  * the original interleaved layout, so convert_hf_to_gguf permutes their rows:
@@ -20,13 +27,29 @@ import org.sparkquant.SparkQuantException;
 public final class GgufNames {
     private GgufNames() {}
 
+    /** The architectures GGUF files are read from as models ({@link GgufModel}). */
     public static final Set<String> SUPPORTED_ARCHITECTURES = Set.of("llama", "qwen2", "qwen3");
+    /** The architectures written as GGUF: the dense ones and the mixture-of-experts ones. */
+    public static final Set<String> EXPORT_ARCHITECTURES = Set.of("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe");
+
+    /**
+     * Where a Hugging Face tensor goes in a GGUF file: the GGUF tensor's name and, for one expert of a stacked
+     * expert tensor, that expert's index (else -1).
+     */
+    public record Slot(String name, int expert) {
+        public boolean stacked() {
+            return expert >= 0;
+        }
+    }
+
+    private static final Pattern EXPERT = Pattern.compile(
+            "(?:block_sparse_moe|mlp)\\.experts\\.(\\d+)\\.(w1|w2|w3|gate_proj|up_proj|down_proj)\\.weight");
 
     private static final Pattern LAYER = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)");
 
     /**
-     * The GGUF architecture for a HF config's {@code model_type} or {@code architectures[0]}: llama, mistral →
-     * "llama"; qwen2 → "qwen2"; qwen3 → "qwen3".
+     * The GGUF architecture for a HF config's {@code model_type} or {@code architectures[0]}: llama, mistral,
+     * mixtral → "llama"; qwen2 → "qwen2"; qwen3 → "qwen3"; qwen2_moe → "qwen2moe"; qwen3_moe → "qwen3moe".
      */
     public static String architecture(String hf) {
         String a = hf.toLowerCase(Locale.ROOT);
@@ -40,8 +63,17 @@ public final class GgufNames {
         if (a.equals("qwen3") || a.equals("qwen3forcausallm")) {
             return "qwen3";
         }
+        if (a.equals("mixtral") || a.equals("mixtralforcausallm")) {
+            return "llama";
+        }
+        if (a.equals("qwen2_moe") || a.equals("qwen2moeforcausallm")) {
+            return "qwen2moe";
+        }
+        if (a.equals("qwen3_moe") || a.equals("qwen3moeforcausallm")) {
+            return "qwen3moe";
+        }
         throw SparkQuantException.badInput("model type '" + hf + "' cannot be written as GGUF; supported: llama, "
-                + "mistral, qwen2, qwen3");
+                + "mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe");
     }
 
     /**
@@ -49,16 +81,24 @@ public final class GgufNames {
      * names are an error naming the tensor.
      */
     public static Optional<String> ggufName(String architecture, String hf) {
-        if (!SUPPORTED_ARCHITECTURES.contains(architecture)) {
+        return slot(architecture, hf).map(Slot::name);
+    }
+
+    /**
+     * The GGUF tensor (and expert slot) of a HF tensor, or empty for tensors GGUF does not store. Unknown names are
+     * an error naming the tensor.
+     */
+    public static Optional<Slot> slot(String architecture, String hf) {
+        if (!EXPORT_ARCHITECTURES.contains(architecture)) {
             throw SparkQuantException.badInput("unsupported GGUF architecture " + architecture);
         }
         switch (hf) {
             case "model.embed_tokens.weight":
-                return Optional.of("token_embd.weight");
+                return Optional.of(new Slot("token_embd.weight", -1));
             case "model.norm.weight":
-                return Optional.of("output_norm.weight");
+                return Optional.of(new Slot("output_norm.weight", -1));
             case "lm_head.weight":
-                return Optional.of("output.weight");
+                return Optional.of(new Slot("output.weight", -1));
             default:
                 break;
         }
@@ -69,9 +109,21 @@ public final class GgufNames {
             if (rest.endsWith("rotary_emb.inv_freq")) {
                 return Optional.empty();
             }
+            Matcher e = EXPERT.matcher(rest);
+            // Mixtral's experts are block_sparse_moe.experts.E.w1/w2/w3, Qwen-MoE's mlp.experts.E.*_proj
+            boolean mixtral = rest.startsWith("block_sparse_moe.") && e.matches() && e.group(2).startsWith("w");
+            boolean qwen = rest.startsWith("mlp.") && e.matches() && e.group(2).endsWith("_proj");
+            if (architecture.equals("llama") ? mixtral : architecture.endsWith("moe") && qwen) {
+                String g = switch (e.group(2)) {
+                    case "w1", "gate_proj" -> "ffn_gate_exps";
+                    case "w3", "up_proj" -> "ffn_up_exps";
+                    default -> "ffn_down_exps";
+                };
+                return Optional.of(new Slot(p + g + ".weight", Integer.parseInt(e.group(1))));
+            }
             String mapped = layerTensor(architecture, rest);
             if (mapped != null) {
-                return Optional.of(p + mapped);
+                return Optional.of(new Slot(p + mapped, -1));
             }
         }
         throw SparkQuantException.badInput("tensor " + hf + " has no GGUF name for architecture " + architecture);
@@ -118,10 +170,28 @@ public final class GgufNames {
                 g = "ffn_down";
                 break;
             case "self_attn.q_norm":
-                g = arch.equals("qwen3") ? "attn_q_norm" : null;
+                g = arch.startsWith("qwen3") ? "attn_q_norm" : null;
                 break;
             case "self_attn.k_norm":
-                g = arch.equals("qwen3") ? "attn_k_norm" : null;
+                g = arch.startsWith("qwen3") ? "attn_k_norm" : null;
+                break;
+            case "block_sparse_moe.gate":
+                g = arch.equals("llama") ? "ffn_gate_inp" : null;
+                break;
+            case "mlp.gate":
+                g = arch.endsWith("moe") ? "ffn_gate_inp" : null;
+                break;
+            case "mlp.shared_expert.gate_proj":
+                g = arch.equals("qwen2moe") ? "ffn_gate_shexp" : null;
+                break;
+            case "mlp.shared_expert.up_proj":
+                g = arch.equals("qwen2moe") ? "ffn_up_shexp" : null;
+                break;
+            case "mlp.shared_expert.down_proj":
+                g = arch.equals("qwen2moe") ? "ffn_down_shexp" : null;
+                break;
+            case "mlp.shared_expert_gate":
+                g = arch.equals("qwen2moe") ? "ffn_gate_inp_shexp" : null;
                 break;
             default:
                 g = null;

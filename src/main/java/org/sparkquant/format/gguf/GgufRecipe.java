@@ -27,6 +27,14 @@ import java.util.regex.Pattern;
  * </ul>
  * Layer counters follow llama.cpp: tensors are visited in llama_model_loader order (layer number, then name), and
  * a counter only advances when the rules ran for that tensor.
+ *
+ * <p>Mixture-of-experts models (n_expert &gt; 1): the stacked 3-D expert tensors are quantized like 2-D ones (every
+ * row of every expert in the same type); the routers {@code ffn_gate_inp} stay F32 (Qwen2-MoE's 2-D
+ * {@code ffn_gate_inp_shexp} {n_embd, 1} is a weight like any other to llama-quantize, so it is quantized, while the
+ * converter keeps it F32 in its F32/F16/BF16 outputs); the ffn_down rules take the layer from the tensor's name
+ * (the counter would advance once per expert tensor and shared expert); and models with exactly 8 experts (Mixtral)
+ * get attn_v and attn_k in Q8_0 and attn_output in Q5_K for Q2_K, Q3_K_S, Q3_K_M, Q4_K_S and Q4_K_M, instead of
+ * the dense rules for attn_output.
  */
 public final class GgufRecipe {
     private GgufRecipe() {}
@@ -98,10 +106,23 @@ public final class GgufRecipe {
         }
         st.nFfnDown = model.nLayer();
         List<GgufTensor> out = new ArrayList<>(sorted.size());
+        boolean requantized = ftype.defaultType().isQuantized();
         for (GgufModelDesc.Shape s : sorted) {
-            out.add(new GgufTensor(s.name(), s.ne(), st.typeOf(s)));
+            // llama-quantize writes ggml's dimensions: trailing 1s dropped (a [1, n] weight becomes 1-D, thus F32)
+            GgufModelDesc.Shape shape = requantized ? ggmlDims(s) : s;
+            out.add(new GgufTensor(shape.name(), shape.ne(), st.typeOf(shape)));
         }
         return out;
+    }
+
+    /** A shape without its trailing dimensions of 1 (ggml_n_dims; at least one dimension). */
+    static GgufModelDesc.Shape ggmlDims(GgufModelDesc.Shape s) {
+        long[] ne = s.ne();
+        int n = ne.length;
+        while (n > 1 && ne[n - 1] == 1) {
+            n--;
+        }
+        return n == ne.length ? s : new GgufModelDesc.Shape(s.name(), java.util.Arrays.copyOf(ne, n));
     }
 
     /** Whether llama-quantize would quantize a tensor of this name and rank at all (tensor_allows_quantization). */
@@ -195,7 +216,8 @@ public final class GgufRecipe {
             }
             GgmlType type = ftype.defaultType();
             if (!type.isQuantized()) {
-                return type;
+                // the converter writes these F32 whatever the output type (llama-quantize would not)
+                return s.name().endsWith("ffn_gate_inp_shexp.weight") ? GgmlType.F32 : type;
             }
             boolean manual = false;
             for (TypeOverride o : options.overrides()) {
@@ -244,11 +266,18 @@ public final class GgufRecipe {
                     // 8 heads share each attn_v there, so it is 8× smaller than attn_q: more bits cost little
                     type = GgmlType.Q5_K;
                 }
+                if (model.nExpert() == 8) {
+                    type = GgmlType.Q8_0; // small next to 8 experts' FFNs
+                }
                 iAttentionWv++;
                 return type;
             }
+            if (cat == Category.ATTENTION_K) {
+                return model.nExpert() == 8 ? GgmlType.Q8_0 : type;
+            }
             if (cat == Category.FFN_DOWN) {
-                int i = iFfnDown;
+                // with experts, the layer comes from the name: a layer holds several ffn_down tensors
+                int i = model.nExpert() > 1 ? layerOf(s.name()) : iFfnDown;
                 int n = nFfnDown;
                 if (f == LlamaFileType.Q2_K) {
                     type = GgmlType.Q3_K;
@@ -273,6 +302,13 @@ public final class GgufRecipe {
                     type = f == LlamaFileType.Q4_0 ? GgmlType.Q4_1 : GgmlType.Q5_1;
                 }
                 iFfnDown++;
+                return type;
+            }
+            if (cat == Category.ATTENTION_OUTPUT && model.nExpert() == 8) {
+                if (f == LlamaFileType.Q2_K || f == LlamaFileType.Q3_K_S || f == LlamaFileType.Q3_K_M
+                        || f == LlamaFileType.Q4_K_S || f == LlamaFileType.Q4_K_M) {
+                    type = GgmlType.Q5_K;
+                }
                 return type;
             }
             if (cat == Category.ATTENTION_OUTPUT) {

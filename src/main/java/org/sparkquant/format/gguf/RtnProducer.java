@@ -11,8 +11,8 @@ import org.sparkquant.io.TensorReader;
  * The default {@link TensorProducer}: reads each tensor from a Hugging Face checkpoint (any {@link TensorReader})
  * in chunks of rows, applies the rotary row permutation, and quantizes row by row with {@link GgmlQuant} —
  * round-to-nearest with ggml's reference quantizers, byte-identical to what llama-quantize writes for the same
- * rows (and the same importance matrix, when one is given). F32/F16/BF16 tensors are converted. One chunk of a
- * tensor is held at a time (about {@link #CHUNK_ELEMENTS} floats).
+ * rows (and the same importance matrix, when one is given). F32/F16/BF16 tensors are converted; stacked expert
+ * tensors are read expert by expert. One chunk of a tensor is held at a time (about {@link #CHUNK_ELEMENTS} floats).
  */
 public final class RtnProducer implements TensorProducer {
     /** Elements read and quantized at once. */
@@ -39,6 +39,10 @@ public final class RtnProducer implements TensorProducer {
         if (t.generated() != null) {
             float[] v = t.generated();
             out.write(quantize(t, v, 1, null));
+            return;
+        }
+        if (t.stacked()) {
+            produceStacked(t, out);
             return;
         }
         long[] shape = source.shape(t.hfName());
@@ -78,6 +82,37 @@ public final class RtnProducer implements TensorProducer {
             }
             GgmlQuant.requireFinite(x, 0, x.length, t.hfName() + " rows " + g0 + ".." + (g1 - 1));
             out.write(quantize(t, x, g1 - g0, imp));
+        }
+    }
+
+    /**
+     * A 3-D tensor stacked over experts: each expert's source in turn, in chunks of rows; an importance entry of
+     * n_expert × row length values gives each expert its own slice (as llama-quantize reads a 3-D tensor's imatrix).
+     */
+    private void produceStacked(ExportTensor t, Sink out) throws IOException {
+        int len = t.rowLength();
+        int per = t.rowsPerExpert();
+        float[] imp = t.quantized() ? importance.apply(t.name()) : null;
+        if (imp != null && imp.length != len && imp.length != (long) len * t.experts()) {
+            throw SparkQuantException.badInput("importance of " + t.name() + " has " + imp.length
+                    + " values, expected " + len + " per expert (" + t.experts() + " experts)");
+        }
+        for (int e = 0; e < t.experts(); e++) {
+            String hf = t.sources().get(e);
+            long[] shape = source.shape(hf);
+            if (shape.length != 2 || shape[0] != per || shape[1] != len) {
+                throw SparkQuantException.badInput(source.source() + ": tensor '" + hf + "' has shape "
+                        + Arrays.toString(shape) + ", expected [" + per + ", " + len + "] for expert " + e + " of "
+                        + t.name());
+            }
+            float[] ei = imp == null || imp.length == len ? imp : Arrays.copyOfRange(imp, e * len, (e + 1) * len);
+            int step = Math.max(1, CHUNK_ELEMENTS / len);
+            for (int r0 = 0; r0 < per; r0 += step) {
+                int r1 = Math.min(per, r0 + step);
+                float[] x = source.readRows(hf, r0, r1);
+                GgmlQuant.requireFinite(x, 0, x.length, hf + " rows " + r0 + ".." + (r1 - 1));
+                out.write(quantize(t, x, r1 - r0, ei));
+            }
         }
     }
 

@@ -23,6 +23,7 @@ import org.sparkquant.io.TensorStore;
 import org.sparkquant.model.LinearModule;
 import org.sparkquant.model.ModelConfig;
 import org.sparkquant.model.ModelInventory;
+import org.sparkquant.model.MoeConfig;
 import org.sparkquant.nn.DenseLinear;
 import org.sparkquant.nn.LayerWeights;
 import org.sparkquant.nn.LinearWeights;
@@ -370,13 +371,25 @@ public final class GptqCheckpoint implements AutoCloseable {
         Map<String, LinearWeights> linears = new LinkedHashMap<>();
         for (LinearModule m : modules.values()) {
             if (m.layer() == layer && !m.name().equals("lm_head")) {
-                linears.put(m.kind(), DenseLinear.of(weight(m.name()), m.outFeatures(), m.inFeatures(), bias(m.name())));
+                linears.put(m.key(), DenseLinear.of(weight(m.name()), m.outFeatures(), m.inFeatures(), bias(m.name())));
             }
         }
         String p = "model.layers." + layer + ".";
         float[] qNorm = config.qkNorm() ? store.readFloats(p + "self_attn.q_norm.weight") : null;
         float[] kNorm = config.qkNorm() ? store.readFloats(p + "self_attn.k_norm.weight") : null;
-        return new LayerWeights(layer, linears, store.readFloats(p + "input_layernorm.weight"),
+        LinearWeights router = null;
+        LinearWeights sharedGate = null;
+        if (config.sparse(layer)) {
+            // the router and the shared expert's gate are never quantized: read as stored
+            MoeConfig moe = config.moe();
+            router = DenseLinear.of(store.readFloats(moe.routerTensor(layer)), moe.experts(), config.hiddenSize(),
+                    null);
+            if (moe.sharedExpertGate()) {
+                sharedGate = DenseLinear.of(store.readFloats(moe.sharedExpertGateTensor(layer)), 1,
+                        config.hiddenSize(), null);
+            }
+        }
+        return new LayerWeights(layer, linears, router, sharedGate, store.readFloats(p + "input_layernorm.weight"),
                 store.readFloats(p + "post_attention_layernorm.weight"), qNorm, kNorm);
     }
 

@@ -206,6 +206,8 @@ public final class GptqCheckpointWriter {
             rules.add(GptqConfig.DynamicRule.exclude("^" + escape(name) + "$"));
         }
         rules.addAll(fusedExclusions(inventory, dense.keySet(), warnings));
+        rules.addAll(routerExclusions(inventory));
+        expertWarnings(inventory, dense.keySet(), warnings);
         quantized.sort(Comparator.comparing(LinearModule::weight, NATURAL));
         GptqConfig config = GptqConfig.of(options.bits(), options.groupSize(), options.sym())
                 .withOptions(options.descAct(), options.staticGroups(), options.trueSequential(), options.dampPercent(),
@@ -239,6 +241,43 @@ public final class GptqCheckpointWriter {
             }
         }
         return rules;
+    }
+
+    /**
+     * The routers ({@code mlp.gate}, Mixtral's {@code block_sparse_moe.gate}) and Qwen2-MoE's shared-expert gate are
+     * linear layers that GPTQ leaves dense (GPTQModel's module lists skip them; vLLM builds them unquantized):
+     * listed as {@code "-:"} exclusions so that every loader keeps them dense, one rule per name for all layers.
+     */
+    private static List<GptqConfig.DynamicRule> routerExclusions(ModelInventory inventory) {
+        Set<String> suffixes = new java.util.TreeSet<>();
+        for (int i = 0; i < inventory.layers().size(); i++) {
+            String prefix = "model.layers." + i + ".";
+            for (String t : inventory.unquantizedLayerTensors(i)) {
+                if (t.startsWith(prefix) && t.endsWith(".weight")) {
+                    suffixes.add(t.substring(prefix.length(), t.length() - ".weight".length()));
+                }
+            }
+        }
+        List<GptqConfig.DynamicRule> rules = new ArrayList<>();
+        for (String s : suffixes) {
+            rules.add(GptqConfig.DynamicRule.exclude("^model\\.layers\\.\\d+\\." + escape(s) + "$"));
+        }
+        return rules;
+    }
+
+    /**
+     * vLLM stacks a layer's experts into one fused MoE layer with a single quantization method, so a layer whose
+     * experts are partly dense cannot be loaded there: warn.
+     */
+    private static void expertWarnings(ModelInventory inventory, Set<String> dense, List<String> warnings) {
+        for (int i = 0; i < inventory.layers().size(); i++) {
+            List<LinearModule> routed = inventory.layer(i).stream().filter(LinearModule::routed).toList();
+            long n = routed.stream().filter(m -> dense.contains(m.name())).count();
+            if (n > 0 && n < routed.size()) {
+                warnings.add("layer " + i + " has " + n + " of " + routed.size() + " expert projections dense: vLLM,"
+                        + " which fuses a layer's experts, cannot load this checkpoint");
+            }
+        }
     }
 
     /** Escapes a module name for a Python/Java regular expression (dots, the only special character in HF names). */

@@ -68,6 +68,14 @@ class GgufConverterParityTest {
     }
 
     private void check(Path python, Path model, LlamaFileType type) throws IOException {
+        check(python, model, type, tmp, null);
+    }
+
+    /**
+     * Exports {@code model} as {@code type} into {@code tmp}, converts it with the converter (keeping its file at
+     * {@code keep} when not null) and asserts they are the same; returns the export.
+     */
+    static Path check(Path python, Path model, LlamaFileType type, Path tmp, Path keep) throws IOException {
         Path out = tmp.resolve(model.getFileName() + "-" + type + ".gguf");
         String pre;
         String kind;
@@ -81,8 +89,12 @@ class GgufConverterParityTest {
                     GgufVocab.Options.DEFAULT).kind();
         }
         Path report = tmp.resolve("report.json");
-        TestPython.check(python, List.of("python/gguf_convert_check.py", model.toString(), out.toString(),
-                type.name().toLowerCase(java.util.Locale.ROOT), pre, report.toString()), 600);
+        List<String> args = new ArrayList<>(List.of("python/gguf_convert_check.py", model.toString(), out.toString(),
+                type.name().toLowerCase(java.util.Locale.ROOT), pre, report.toString()));
+        if (keep != null) {
+            args.add(keep.toString());
+        }
+        TestPython.check(python, args, 600);
         JsonNode r = new ObjectMapper().readTree(report.toFile());
         String what = model.getFileName() + " " + type + ": " + r;
         for (JsonNode k : r.get("only_converter")) {
@@ -101,6 +113,7 @@ class GgufConverterParityTest {
         assertEquals(kind.equals("llama-hf") ? List.of("tokenizer.ggml.scores") : List.of(), differing, what);
         assertEquals(r.get("tensors").get("converter"), r.get("tensors").get("java"), what);
         assertEquals(0, r.get("data_differs").size(), what);
+        return out;
     }
 
     private static List<String> strings(JsonNode a) {

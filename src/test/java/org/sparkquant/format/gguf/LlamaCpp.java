@@ -17,7 +17,7 @@ import org.sparkquant.testing.TestPython;
  * The real llama.cpp (npm build 3.22.1's libraries, tools compiled by python/gguf_llama.py): skips the calling test
  * when the libraries, the matching source, g++ or python are missing.
  */
-final class LlamaCpp {
+public final class LlamaCpp {
     private static String unavailable;
     private static LlamaCpp instance;
 
@@ -27,6 +27,18 @@ final class LlamaCpp {
     private LlamaCpp(Path python, Path tmp) {
         this.python = python;
         this.tmp = tmp;
+    }
+
+    /** The tools when they can be built here, else empty (for a test that checks more than llama.cpp). */
+    public static synchronized java.util.Optional<LlamaCpp> available() {
+        if (unavailable != null) {
+            return java.util.Optional.empty();
+        }
+        try {
+            return java.util.Optional.of(require());
+        } catch (org.opentest4j.TestAbortedException e) {
+            return java.util.Optional.empty();
+        }
     }
 
     static synchronized LlamaCpp require() {
@@ -74,7 +86,7 @@ final class LlamaCpp {
     }
 
     /** Logits [ids.length × vocab] of one sequence. */
-    float[] logits(Path gguf, int[] ids) {
+    public float[] logits(Path gguf, int[] ids) {
         try {
             Path in = writeIds(ids);
             Path out = Files.createTempFile(tmp, "logits", ".f32");
