@@ -157,7 +157,7 @@ public final class QuantizePipeline {
             if (last > 0 && work.exists("hidden/" + last)) {
                 work.delete("hidden/" + last);
             }
-            LayerHessians.dropSolverInputs(work, last);
+            LayerHessians.dropSolverInputs(work, last, inventory.layer(last));
             String dir = "hidden/" + layersDone;
             partitions = Integer.parseInt(work.read(dir + "/partitions").trim());
             progress.step(-1, "hidden states after layer " + layersDone + " from " + work.path(dir));
