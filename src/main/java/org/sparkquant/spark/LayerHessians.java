@@ -305,14 +305,17 @@ final class LayerHessians {
      * this runs once progress has moved past it; the summaries stay for the exports.
      */
     static void dropSolverInputs(WorkDir work, int layer, List<LinearModule> modules) {
-        java.util.Set<String> files = new java.util.TreeSet<>();
+        // in the order of the inputs, then of the experts (-1 first): the order the steps run in
+        java.util.Set<Key> keys = new java.util.TreeSet<>(java.util.Comparator.comparing(Key::input)
+                .thenComparingInt(Key::expert));
         for (LinearModule m : modules) {
-            files.add(Key.of(m).file());
+            keys.add(Key.of(m));
             if (m.routed()) {
-                files.add(Input.MLP_IN.name());
+                keys.add(new Key(Input.MLP_IN, -1, m.inFeatures()));
             }
         }
-        for (String file : files) {
+        for (Key key : keys) {
+            String file = key.file();
             for (String path : List.of("layers/" + layer + "/hessian-" + file + ".bin",
                     "layers/" + layer + "/prep-" + file + ".bin")) {
                 if (work.exists(path)) {
